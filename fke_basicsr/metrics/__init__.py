@@ -1,0 +1,6 @@
+"""Protocol-exact metrics (METRIC_REGISTRY), registered from *_metric.py."""
+from pathlib import Path
+
+from fke_basicsr.registry import import_modules
+
+_modules = import_modules(__name__, Path(__file__).parent, '_metric')

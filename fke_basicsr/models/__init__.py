@@ -1,0 +1,6 @@
+"""Training/testing models (MODEL_REGISTRY), registered from *_model.py."""
+from pathlib import Path
+
+from fke_basicsr.registry import import_modules
+
+_modules = import_modules(__name__, Path(__file__).parent, '_model')

@@ -1,0 +1,396 @@
+"""Mamba (S6) selective scan with interchangeable backends (spec environment.md §4-5, deeprftv2.md §4.4).
+
+Semantics are those of ``mamba_ssm.selective_scan_fn`` with real ``A`` and input-dependent ``B``/``C``::
+
+    Δ = softplus(delta + delta_bias)            (bias and softplus optional)
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t    (h_{-1} = 0, one state of size N per channel)
+    y_t = <C_t, h_t> + D u_t;  out = y ⊙ silu(z)  (D and z optional)
+
+Backends:
+  * ``'mamba'``: mamba_ssm's CUDA kernel, used when it imports and the tensors are on CUDA.
+  * ``'torch'``: a two-level chunked scan in plain PyTorch (any device, exact to fp32 rounding) whose custom
+    backward is the reverse-time scan of the gradient. It only ever multiplies decays ``exp(ΔA)``, never divides
+    by them, so it stays finite for any decay and chunk size.
+  * ``'ref'``: a sequential loop over time, the readable test oracle.
+
+Pick one with the ``backend`` argument, else the ``FKE_SCAN_BACKEND`` environment variable, else ``'auto'``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['SCAN_BACKEND_ENV', 'BACKENDS', 'resolve_backend', 'selective_scan', 'selective_scan_ref',
+           'selective_scan_torch']
+
+SCAN_BACKEND_ENV = 'FKE_SCAN_BACKEND'
+BACKENDS = ('auto', 'mamba', 'torch', 'ref')
+
+# The 'torch' backend works on (batch, channel) slices holding at most this many (b, d, L, N) elements
+# (64 MiB in fp32), so its three full-size work tensors stay bounded for any sequence length.
+MAX_SLICE_ELEMENTS = 1 << 24
+
+
+# ----------------------------------------------------------------------------------------- backend selection
+@functools.lru_cache(maxsize=None)
+def _mamba_kernel() -> tuple[Callable | None, str]:
+    """Import mamba_ssm's selective_scan_fn once; (fn, '') or (None, why it is unavailable)."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ModuleNotFoundError as err:
+        if err.name is not None and err.name.split('.')[0] == 'mamba_ssm':
+            return None, 'mamba_ssm not installed'
+        return None, f'mamba_ssm not importable ({err})'
+    except Exception as err:  # a broken CUDA extension raises ImportError/OSError/RuntimeError alike
+        return None, f'mamba_ssm not importable ({type(err).__name__}: {err})'
+    return selective_scan_fn, ''
+
+
+def resolve_backend(device: torch.device | str, requested: str | None = None) -> tuple[str, str]:
+    """Backend for tensors on ``device``: (name, human-readable reason). Argument > env var > 'auto'."""
+    device = torch.device(device)
+    source = 'backend argument'
+    if requested is None:
+        requested = os.environ.get(SCAN_BACKEND_ENV, '').strip() or 'auto'
+        source = f'{SCAN_BACKEND_ENV}={requested}' if requested != 'auto' else 'default'
+    if not isinstance(requested, str) or requested.strip().lower() not in BACKENDS:
+        raise ValueError(f'selective-scan backend (from {source}) must be one of {BACKENDS}, got {requested!r}')
+    requested = requested.strip().lower()
+    if requested in ('torch', 'ref'):
+        return requested, f'requested by {source}'
+    if requested == 'mamba':
+        if device.type != 'cuda':
+            raise RuntimeError(f"selective-scan backend 'mamba' (requested by {source}) needs CUDA tensors, "
+                               f"got device {device}; use backend 'torch' or 'auto'")
+        kernel, why = _mamba_kernel()
+        if kernel is None:
+            raise RuntimeError(f"selective-scan backend 'mamba' (requested by {source}) is unavailable: {why}. "
+                               "Install mamba-ssm with its CUDA extension, or use backend 'torch' or 'auto'")
+        return 'mamba', f'requested by {source}'
+    if device.type != 'cuda':
+        return 'torch', f'auto: tensors on {device.type}, the mamba_ssm kernel is CUDA-only'
+    kernel, why = _mamba_kernel()
+    if kernel is None:
+        return 'torch', f'auto: {why}'
+    return 'mamba', 'auto: mamba_ssm CUDA kernel available'
+
+
+# -------------------------------------------------------------------------------------------- input checks
+def _shape(t: Tensor) -> str:
+    return '(' + ', '.join(str(s) for s in t.shape) + ')'
+
+
+def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                  z: Tensor | None, delta_bias: Tensor | None) -> int:
+    """Validate shapes, dtypes and devices (spec environment.md §4); return the number of B/C groups."""
+    named = {'u': u, 'delta': delta, 'A': A, 'B': B, 'C': C, 'D': D, 'z': z, 'delta_bias': delta_bias}
+    for name, t in named.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise ValueError(f'{name} must be a torch.Tensor, got {type(t).__name__}')
+        if t.is_complex():
+            raise ValueError(f'{name} must be real (complex S4D variants are not supported), got {t.dtype}')
+        if not t.is_floating_point():
+            raise ValueError(f'{name} must be a floating-point tensor, got {t.dtype}')
+        if t.device != u.device:
+            raise ValueError(f'{name} is on {t.device} but u is on {u.device}; all inputs must share a device')
+    if u.dim() != 3:
+        raise ValueError(f'u must have shape (batch, channels, length), got {_shape(u)}')
+    b, d, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f'delta must have the shape of u ({b}, {d}, {length}), got {_shape(delta)}')
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f'A must have shape (channels={d}, d_state), got {_shape(A)}')
+    n = A.shape[1]
+    groups = 0
+    for name, t in (('B', B), ('C', C)):
+        if t.dim() == 3 and t.shape == (b, n, length):
+            g = 1
+        elif t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, length) and t.shape[1] >= 1:
+            g = t.shape[1]
+        else:
+            raise ValueError(f'{name} must have shape (batch={b}, d_state={n}, length={length}) or '
+                             f'(batch={b}, groups, d_state={n}, length={length}), got {_shape(t)}')
+        if d % g:
+            raise ValueError(f'{name} has {g} groups, which must divide the {d} channels of u')
+        if groups and g != groups:
+            raise ValueError(f'B and C must have the same number of groups, got {groups} and {g}')
+        groups = g
+    for name, t in (('D', D), ('delta_bias', delta_bias)):
+        if t is not None and t.shape != (d,):
+            raise ValueError(f'{name} must have shape (channels={d},), got {_shape(t)}')
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f'z must have the shape of u ({b}, {d}, {length}), got {_shape(z)}')
+    return groups
+
+
+def _compute_dtype(u: Tensor) -> torch.dtype:
+    """fp32 for fp32/bf16/fp16 inputs (spec: the scan always runs in fp32); fp64 stays fp64."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _as_groups(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """B or C as (batch, groups, d_state, length) in ``dtype``."""
+    t = t.to(dtype)
+    return t.unsqueeze(1) if t.dim() == 3 else t
+
+
+def _step_sizes(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, dtype: torch.dtype) -> Tensor:
+    """Δ = softplus(delta + bias), each part optional, in the compute dtype."""
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, out_dtype: torch.dtype) -> Tensor:
+    """out = (y + D u) ⊙ silu(z), cast back to u's dtype."""
+    if D is not None:
+        y = y + D.to(y.dtype)[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(out_dtype)
+
+
+# ------------------------------------------------------------------------------------------ 'ref' backend
+def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                       z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                       return_last_state: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Sequential-in-time selective scan (spec environment.md §4): the readable oracle for the fast paths."""
+    groups = _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    dtype = _compute_dtype(u)
+    with torch.autocast(u.device.type, enabled=False):
+        x = u.to(dtype)
+        dt = _step_sizes(delta, delta_bias, delta_softplus, dtype)
+        A = A.to(dtype)
+        per_group = u.shape[1] // groups
+        # Channel i reads group i // (channels / groups).
+        Bd = _as_groups(B, dtype).repeat_interleave(per_group, dim=1)  # (b, d, n, L)
+        Cd = _as_groups(C, dtype).repeat_interleave(per_group, dim=1)
+        h = x.new_zeros(x.shape[0], x.shape[1], A.shape[1])
+        ys = []
+        for t in range(x.shape[2]):
+            h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * x[:, :, t])[..., None] * Bd[..., t]
+            ys.append((h * Cd[..., t]).sum(-1))
+        out = _finish(torch.stack(ys, dim=-1), x, D, z, u.dtype)
+    return (out, h) if return_last_state else out
+
+
+# ---------------------------------------------------------------------------------------- 'torch' backend
+# Layout: a sequence of length L = K*T is cut into K chunks of T steps and stored time-major as
+# (T, b, K, d, n), so that one time step of all K chunks is one contiguous slab. The scan is then
+#   1. a loop over the T steps of all chunks at once, from a zero state (local chunk end states),
+#   2. a loop over the K chunks carrying the true state into each chunk (decay of a chunk = exp(A ΣΔ)),
+#   3. the loop over T again from the carried states, in place, giving every state h_t.
+# Work is O(L), Python steps are 2T + K ≈ 3√L, and each step is one fused multiply-add on a slab.
+
+def _chunk_len(length: int) -> int:
+    """T ≈ √L balances the 2T time steps against the K chunk-carry steps."""
+    return max(1, math.ceil(math.sqrt(length)))
+
+
+def _to_chunks(x: Tensor, T: int, K: int) -> Tensor:
+    """(b, c, L) -> contiguous (T, b, K, c), zero-padded to K*T (Δ=0 is an identity step)."""
+    b, c, length = x.shape
+    if K * T != length:
+        x = F.pad(x, (0, K * T - length))
+    return x.reshape(b, c, K, T).permute(3, 0, 2, 1).contiguous()
+
+
+def _from_chunks(x: Tensor, length: int) -> Tensor:
+    """(T, b, K, c) -> (b, c, L), dropping the padding."""
+    T, b, K, c = x.shape
+    return x.permute(1, 3, 2, 0).reshape(b, c, K * T)[..., :length]
+
+
+def _decays(dtc: Tensor, A: Tensor) -> Tensor:
+    """exp(Δ ⊗ A): (T, b, K, d) x (d, n) -> (T, b, K, d, n)."""
+    return torch.exp(dtc.unsqueeze(-1) * A)
+
+
+def _inputs(wc: Tensor, Bc: Tensor) -> Tensor:
+    """Δ u ⊗ B: (T, b, K, d) x (T, b, K, n) -> (T, b, K, d, n)."""
+    return wc.unsqueeze(-1) * Bc.unsqueeze(-2)
+
+
+def _forward_states(a: Tensor, x: Tensor, h_start: Tensor) -> Tensor:
+    """Step 3: overwrite x with the states h_t, starting each chunk from h_start (b, K, d, n)."""
+    x[0].addcmul_(a[0], h_start)
+    for t in range(1, x.shape[0]):
+        x[t].addcmul_(a[t], x[t - 1])
+    return x
+
+
+def _chunk_starts(a: Tensor, x: Tensor, chunk_decay: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    """Steps 1-2: the true state entering each chunk (b, K, d, n), and the final state (b, d, n)."""
+    h = x[0]
+    for t in range(1, x.shape[0]):
+        h = torch.addcmul(x[t], a[t], h)  # local end state, as if each chunk started from zero
+    starts = torch.empty_like(h)
+    carry = h0
+    for k in range(h.shape[1]):
+        starts[:, k] = carry
+        carry = torch.addcmul(h[:, k], chunk_decay[:, k], carry)
+    return starts, carry
+
+
+def _grad_chunk_ends(a: Tensor, g: Tensor, chunk_decay: Tensor) -> Tensor:
+    """Reverse steps 1-2 for the adjoint g_t = ∂L/∂h_t + a_{t+1} g_{t+1}: what enters each chunk's last step."""
+    acc = g[-1]
+    for t in range(g.shape[0] - 2, -1, -1):
+        acc = torch.addcmul(g[t], a[t + 1], acc)  # local adjoint at each chunk's first step
+    leaving = a[0] * acc  # what each chunk passes on to the previous chunk's last step
+    ends = torch.empty_like(acc)
+    carry = torch.zeros_like(acc[:, 0])
+    for k in range(acc.shape[1] - 1, -1, -1):
+        ends[:, k] = carry
+        carry = torch.addcmul(leaving[:, k], chunk_decay[:, k], carry)
+    return ends
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """Core scan of one (batch, channel) slice sharing one B/C group: (Δ, Δu, A, B, C) -> (y, h_L)."""
+
+    @staticmethod
+    def forward(ctx, dt: Tensor, w: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+        length = dt.shape[-1]
+        T = chunk
+        K = math.ceil(length / T)
+        dtc = _to_chunks(dt, T, K)
+        Bc = _to_chunks(Bm, T, K)
+        Cc = _to_chunks(Cm, T, K)
+        a = _decays(dtc, A)
+        hs = _inputs(_to_chunks(w, T, K), Bc)
+        chunk_decay = torch.exp(dtc.sum(0).unsqueeze(-1) * A)  # ∏_t exp(Δ_t A): only the sum, never a ratio
+        h0 = dt.new_zeros(dt.shape[0], A.shape[0], A.shape[1])
+        starts, last = _chunk_starts(a, hs, chunk_decay, h0)
+        hs = _forward_states(a, hs, starts)
+        del a
+        y = torch.matmul(hs, Cc.unsqueeze(-1)).squeeze(-1)  # (T, b, K, d): <C_t, h_t>
+        ctx.save_for_backward(dt, w, A, Bm, Cm, starts)
+        ctx.chunk = T
+        return _from_chunks(y, length), last
+
+    @staticmethod
+    def backward(ctx, gy: Tensor | None, glast: Tensor | None):
+        dt, w, A, Bm, Cm, starts = ctx.saved_tensors
+        length = dt.shape[-1]
+        T = ctx.chunk
+        K = math.ceil(length / T)
+        with torch.autocast(dt.device.type, enabled=False):
+            dtc = _to_chunks(dt, T, K)
+            wc = _to_chunks(w, T, K)
+            Bc = _to_chunks(Bm, T, K)
+            Cc = _to_chunks(Cm, T, K)
+            a = _decays(dtc, A)
+            hs = _forward_states(a, _inputs(wc, Bc), starts)  # recomputed states, cheaper than storing them
+            if gy is None:
+                gy = dt.new_zeros(dt.shape)
+            gyc = _to_chunks(gy, T, K)
+            g = gyc.unsqueeze(-1) * Cc.unsqueeze(-2)  # ∂L/∂h_t from the readout
+            if glast is not None:
+                g[-1, :, -1] += glast  # padding steps are identities, so the last slab is h_{L-1}
+            chunk_decay = torch.exp(dtc.sum(0).unsqueeze(-1) * A)
+            g[-1] += _grad_chunk_ends(a, g, chunk_decay)
+            for t in range(T - 2, -1, -1):
+                g[t].addcmul_(a[t + 1], g[t + 1])  # g is now the adjoint of h_t
+            gC = torch.matmul(gyc.unsqueeze(-2), hs).squeeze(-2)  # Σ_d gy h
+            gw = torch.matmul(g, Bc.unsqueeze(-1)).squeeze(-1)  # Σ_n g B
+            gB = torch.matmul(wc.unsqueeze(-2), g).squeeze(-2)  # Σ_d g Δu
+            # q_t = g_t ⊙ a_t ⊙ h_{t-1} = ∂L/∂(ΔA) at step t, built in a's buffer.
+            a.mul_(g)
+            a[1:].mul_(hs[:-1])
+            a[0].mul_(starts)
+            del hs
+            gdt = torch.mul(a, A, out=g).sum(-1)
+            gA = torch.mul(a, dtc.unsqueeze(-1), out=g).sum((0, 1, 2))
+        return (_from_chunks(gdt, length), _from_chunks(gw, length), gA, _from_chunks(gB, length),
+                _from_chunks(gC, length), None)
+
+
+def _slices(batch: int, channels: int, groups: int, length: int, n: int) -> list[tuple[slice, slice, int]]:
+    """(batch slice, channel slice, group) blocks of at most MAX_SLICE_ELEMENTS (b, d, L, N) elements."""
+    per_group = channels // groups
+    per_channel = max(1, length * n)
+    if per_group * per_channel <= MAX_SLICE_ELEMENTS:
+        bs, ds = max(1, MAX_SLICE_ELEMENTS // (per_group * per_channel)), per_group
+    else:
+        bs, ds = 1, max(1, MAX_SLICE_ELEMENTS // per_channel)
+    out = []
+    for g in range(groups):
+        for b0 in range(0, batch, bs):
+            for d0 in range(g * per_group, (g + 1) * per_group, ds):
+                out.append((slice(b0, min(b0 + bs, batch)), slice(d0, min(d0 + ds, (g + 1) * per_group)), g))
+    return out
+
+
+def _scan_torch_core(dt: Tensor, w: Tensor, A: Tensor, Bg: Tensor, Cg: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    """Run _ChunkedScan over memory-bounded slices; Bg/Cg are (b, g, n, L)."""
+    b, d, length = dt.shape
+    groups = Bg.shape[1]
+    parts = _slices(b, d, groups, length, A.shape[1])
+    if len(parts) == 1:
+        return _ChunkedScan.apply(dt, w, A, Bg[:, 0], Cg[:, 0], chunk)
+    ys, lasts = [], []
+    for bsl, dsl, g in parts:
+        y, last = _ChunkedScan.apply(dt[bsl, dsl], w[bsl, dsl], A[dsl], Bg[bsl, g], Cg[bsl, g], chunk)
+        ys.append((bsl, dsl, y))
+        lasts.append((bsl, dsl, last))
+    # Reassemble with differentiable cats: channels within a batch block, then batch blocks.
+    return _assemble(ys, b, d), _assemble(lasts, b, d)
+
+
+def _assemble(pieces: list[tuple[slice, slice, Tensor]], batch: int, channels: int) -> Tensor:
+    """Concatenate (batch slice, channel slice, tensor) blocks back into the full (b, d, ...) tensor."""
+    rows: dict[int, list[tuple[int, Tensor]]] = {}
+    for bsl, dsl, t in pieces:
+        rows.setdefault(bsl.start, []).append((dsl.start, t))
+    return torch.cat([torch.cat([t for _, t in sorted(row, key=lambda r: r[0])], dim=1)
+                      for _, row in sorted(rows.items())], dim=0)
+
+
+def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                         z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                         return_last_state: bool = False, chunk_size: int | None = None
+                         ) -> Tensor | tuple[Tensor, Tensor]:
+    """Chunked parallel selective scan in plain PyTorch (spec environment.md §5): differentiable, any device."""
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f'chunk_size must be a positive int or None, got {chunk_size!r}')
+    dtype = _compute_dtype(u)
+    with torch.autocast(u.device.type, enabled=False):
+        x = u.to(dtype)
+        dt = _step_sizes(delta, delta_bias, delta_softplus, dtype)
+        chunk = min(chunk_size or _chunk_len(x.shape[-1]), x.shape[-1])
+        y, last = _scan_torch_core(dt, dt * x, A.to(dtype), _as_groups(B, dtype), _as_groups(C, dtype), chunk)
+        out = _finish(y, x, D, z, u.dtype)
+    return (out, last) if return_last_state else out
+
+
+# ------------------------------------------------------------------------------------------ public entry
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                   z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                   return_last_state: bool = False, backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan with mamba_ssm.selective_scan_fn's signature; backend per resolve_backend (spec §4)."""
+    name, _ = resolve_backend(u.device, backend)
+    if name == 'mamba' and u.dtype == torch.float64 and (backend or os.environ.get(SCAN_BACKEND_ENV, 'auto')
+                                                         ).strip().lower() == 'auto':
+        name = 'torch'  # the CUDA kernel has no fp64 build; 'auto' stays exact instead of failing
+    kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                  return_last_state=return_last_state)
+    if name == 'ref':
+        return selective_scan_ref(u, delta, A, B, C, **kwargs)
+    if name == 'torch':
+        return selective_scan_torch(u, delta, A, B, C, **kwargs)
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    kernel, _ = _mamba_kernel()
+    return kernel(u, delta, A.float(), B, C, D=None if D is None else D.float(), z=z,
+                  delta_bias=None if delta_bias is None else delta_bias.float(), delta_softplus=delta_softplus,
+                  return_last_state=return_last_state)
