@@ -184,135 +184,153 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 
 # ---------------------------------------------------------------------------------------- 'torch' backend
-# Layout: a sequence of length L = K*T is cut into K chunks of T steps and stored time-major as
-# (T, b, K, d, n), so that one time step of all K chunks is one contiguous slab. The scan is then
-#   1. a loop over the T steps of all chunks at once, from a zero state (local chunk end states),
-#   2. a loop over the K chunks carrying the true state into each chunk (decay of a chunk = exp(A ΣΔ)),
-#   3. the loop over T again from the carried states, in place, giving every state h_t.
-# Work is O(L), Python steps are 2T + K ≈ 3√L, and each step is one fused multiply-add on a slab.
+# A sequence of length L = K*T is cut into K chunks of T steps. The scan then runs
+#   1. a loop over the T steps of all K chunks at once from a zero state (local chunk end states),
+#   2. a loop over the K chunks carrying the true state into each chunk (a chunk's decay is exp(A ΣΔ)),
+#   3. the loop over T again from the carried states, reading out y_t = <C_t, h_t> step by step.
+# Each step works on one "slab" (b, K, n, d) holding that step of every chunk, with channels innermost so the
+# broadcasts Δ⊗A and Δu⊗B vectorise. The decays exp(Δ_t A) and inputs Δ_t u_t B_t are made per step from the
+# (b, d, L)-sized inputs and never stored at full (b, d, L, n) size, so slabs stay in cache. Work is O(L) and
+# the Python loop count is 2T + K ≈ 3√L. The backward (reverse-time adjoint scan) has the same structure; it
+# stores the recomputed states, the only full-size tensor, because it walks back in time.
 
 def _chunk_len(length: int) -> int:
-    """T ≈ √L balances the 2T time steps against the K chunk-carry steps."""
+    """T ≈ √L balances the time-step loops against the chunk-carry loop."""
     return max(1, math.ceil(math.sqrt(length)))
 
 
-def _to_chunks(x: Tensor, T: int, K: int) -> Tensor:
-    """(b, c, L) -> contiguous (T, b, K, c), zero-padded to K*T (Δ=0 is an identity step)."""
+def _to_steps(x: Tensor, T: int, K: int) -> Tensor:
+    """(b, c, L) -> (T, b, K, c), zero-padded to K*T (Δ=0 is an identity step); step t of all chunks: [t]."""
     b, c, length = x.shape
     if K * T != length:
         x = F.pad(x, (0, K * T - length))
-    return x.reshape(b, c, K, T).permute(3, 0, 2, 1).contiguous()
+    # Two cheap copies (a 2-D transpose, then a move of whole rows) beat one 4-D permutation.
+    return x.transpose(1, 2).contiguous().view(b, K, T, c).permute(2, 0, 1, 3).contiguous()
 
 
-def _from_chunks(x: Tensor, length: int) -> Tensor:
+def _from_steps(x: Tensor, length: int) -> Tensor:
     """(T, b, K, c) -> (b, c, L), dropping the padding."""
     T, b, K, c = x.shape
-    return x.permute(1, 3, 2, 0).reshape(b, c, K * T)[..., :length]
+    return x.permute(1, 2, 0, 3).reshape(b, K * T, c)[:, :length].transpose(1, 2).contiguous()
 
 
-def _decays(dtc: Tensor, A: Tensor) -> Tensor:
-    """exp(Δ ⊗ A): (T, b, K, d) x (d, n) -> (T, b, K, d, n)."""
-    return torch.exp(dtc.unsqueeze(-1) * A)
+class _Steps:
+    """Per-step slabs of one chunked scan: decays exp(Δ_t A), inputs Δ_t u_t B_t, and batched contractions."""
+
+    def __init__(self, dt: Tensor, w: Tensor, At: Tensor, Bm: Tensor, Cm: Tensor, T: int):
+        self.length, self.T = dt.shape[-1], T
+        self.K = math.ceil(self.length / T)
+        self.b, (self.n, self.d) = dt.shape[0], At.shape
+        self.At = At
+        self.dt, self.w = _to_steps(dt, T, self.K), _to_steps(w, T, self.K)  # (T, b, K, d)
+        self.B, self.C = _to_steps(Bm, T, self.K), _to_steps(Cm, T, self.K)  # (T, b, K, n)
+
+    def slab(self) -> Tensor:
+        """An uninitialised (b, K, n, d) slab."""
+        return self.dt.new_empty(self.b, self.K, self.n, self.d)
+
+    def steps(self, c: int) -> Tensor:
+        """An uninitialised per-step (T, b, K, c) tensor, the layout of _to_steps."""
+        return self.dt.new_empty(self.T, self.b, self.K, c)
+
+    def decay(self, t: int, out: Tensor) -> Tensor:
+        """exp(Δ_t ⊗ A) into out (b, K, n, d)."""
+        return torch.mul(self.dt[t].unsqueeze(-2), self.At, out=out).exp_()
+
+    def outer(self, v: Tensor, s: Tensor, t: int) -> Tensor:
+        """v_t ⊗ s_t for per-step v (T, b, K, d) and s (T, b, K, n): a new slab (b, K, n, d)."""
+        return torch.mul(v[t].unsqueeze(-2), s[t].unsqueeze(-1))
+
+    def chunk_decay(self) -> Tensor:
+        """∏_t exp(Δ_t A) per chunk, as exp(A ΣΔ): a product of decays, never a ratio. (b, K, n, d)."""
+        return torch.exp(self.dt.sum(0).unsqueeze(-2) * self.At)
+
+    def mix_n(self, s: Tensor, h: Tensor, t: int, out: Tensor) -> None:
+        """out[t] = Σ_n s_t[n] h[n, :] for per-step s (T, b, K, n) and a slab h, as one batched matmul."""
+        bk = self.b * self.K
+        torch.bmm(s[t].reshape(bk, 1, self.n), h.view(bk, self.n, self.d), out=out[t].view(bk, 1, -1))
+
+    def mix_d(self, h: Tensor, v: Tensor, t: int, out: Tensor) -> None:
+        """out[t] = Σ_d h[:, d] v_t[d] for a slab h and per-step v (T, b, K, d), as one batched matmul."""
+        bk = self.b * self.K
+        torch.bmm(h.view(bk, self.n, self.d), v[t].reshape(bk, self.d, 1), out=out[t].view(bk, -1, 1))
 
 
-def _inputs(wc: Tensor, Bc: Tensor) -> Tensor:
-    """Δ u ⊗ B: (T, b, K, d) x (T, b, K, n) -> (T, b, K, d, n)."""
-    return wc.unsqueeze(-1) * Bc.unsqueeze(-2)
-
-
-def _forward_states(a: Tensor, x: Tensor, h_start: Tensor) -> Tensor:
-    """Step 3: overwrite x with the states h_t, starting each chunk from h_start (b, K, d, n)."""
-    x[0].addcmul_(a[0], h_start)
-    for t in range(1, x.shape[0]):
-        x[t].addcmul_(a[t], x[t - 1])
-    return x
-
-
-def _chunk_starts(a: Tensor, x: Tensor, chunk_decay: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-    """Steps 1-2: the true state entering each chunk (b, K, d, n), and the final state (b, d, n)."""
-    h = x[0]
-    for t in range(1, x.shape[0]):
-        h = torch.addcmul(x[t], a[t], h)  # local end state, as if each chunk started from zero
-    starts = torch.empty_like(h)
-    carry = h0
-    for k in range(h.shape[1]):
-        starts[:, k] = carry
-        carry = torch.addcmul(h[:, k], chunk_decay[:, k], carry)
-    return starts, carry
-
-
-def _grad_chunk_ends(a: Tensor, g: Tensor, chunk_decay: Tensor) -> Tensor:
-    """Reverse steps 1-2 for the adjoint g_t = ∂L/∂h_t + a_{t+1} g_{t+1}: what enters each chunk's last step."""
-    acc = g[-1]
-    for t in range(g.shape[0] - 2, -1, -1):
-        acc = torch.addcmul(g[t], a[t + 1], acc)  # local adjoint at each chunk's first step
-    leaving = a[0] * acc  # what each chunk passes on to the previous chunk's last step
-    ends = torch.empty_like(acc)
-    carry = torch.zeros_like(acc[:, 0])
-    for k in range(acc.shape[1] - 1, -1, -1):
-        ends[:, k] = carry
-        carry = torch.addcmul(leaving[:, k], chunk_decay[:, k], carry)
-    return ends
+def _carry(local: Tensor, decay: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+    """Sequential pass over chunks: what enters each chunk (b, K, n, d), and what leaves the last one."""
+    entering = torch.empty_like(local)
+    carry = torch.zeros_like(local[:, 0])
+    for k in (range(local.shape[1] - 1, -1, -1) if reverse else range(local.shape[1])):
+        entering[:, k] = carry
+        carry = torch.addcmul(local[:, k], decay[:, k], carry)
+    return entering, carry
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """Core scan of one (batch, channel) slice sharing one B/C group: (Δ, Δu, A, B, C) -> (y, h_L)."""
+    """Core scan of one (batch, channel) slice sharing one B/C group: (Δ, Δu, Aᵀ, B, C) -> (y, h_L).
+
+    Only the chunk start states are saved: like the CUDA kernel, the backward recomputes the states instead of
+    keeping a (b, d, L, n) tensor alive between forward and backward.
+    """
 
     @staticmethod
-    def forward(ctx, dt: Tensor, w: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-        length = dt.shape[-1]
-        T = chunk
-        K = math.ceil(length / T)
-        dtc = _to_chunks(dt, T, K)
-        Bc = _to_chunks(Bm, T, K)
-        Cc = _to_chunks(Cm, T, K)
-        a = _decays(dtc, A)
-        hs = _inputs(_to_chunks(w, T, K), Bc)
-        chunk_decay = torch.exp(dtc.sum(0).unsqueeze(-1) * A)  # ∏_t exp(Δ_t A): only the sum, never a ratio
-        h0 = dt.new_zeros(dt.shape[0], A.shape[0], A.shape[1])
-        starts, last = _chunk_starts(a, hs, chunk_decay, h0)
-        hs = _forward_states(a, hs, starts)
-        del a
-        y = torch.matmul(hs, Cc.unsqueeze(-1)).squeeze(-1)  # (T, b, K, d): <C_t, h_t>
-        ctx.save_for_backward(dt, w, A, Bm, Cm, starts)
-        ctx.chunk = T
-        return _from_chunks(y, length), last
+    def forward(ctx, dt: Tensor, w: Tensor, At: Tensor, Bm: Tensor, Cm: Tensor, chunk: int
+                ) -> tuple[Tensor, Tensor]:
+        s = _Steps(dt, w, At, Bm, Cm, chunk)
+        a = s.slab()
+        h = s.outer(s.w, s.B, 0)
+        for t in range(1, s.T):  # 1. local end states
+            h = s.outer(s.w, s.B, t).addcmul_(s.decay(t, a), h)
+        starts, last = _carry(h, s.chunk_decay(), reverse=False)  # 2.
+        y = s.steps(s.d)
+        h = starts
+        for t in range(s.T):  # 3. states from the true chunk starts, read out at once
+            h = s.outer(s.w, s.B, t).addcmul_(s.decay(t, a), h)
+            s.mix_n(s.C, h, t, y)
+        ctx.save_for_backward(dt, w, At, Bm, Cm, starts)
+        ctx.chunk = chunk
+        return _from_steps(y, s.length), last.transpose(-1, -2)
 
     @staticmethod
     def backward(ctx, gy: Tensor | None, glast: Tensor | None):
-        dt, w, A, Bm, Cm, starts = ctx.saved_tensors
-        length = dt.shape[-1]
-        T = ctx.chunk
-        K = math.ceil(length / T)
+        dt, w, At, Bm, Cm, starts = ctx.saved_tensors
         with torch.autocast(dt.device.type, enabled=False):
-            dtc = _to_chunks(dt, T, K)
-            wc = _to_chunks(w, T, K)
-            Bc = _to_chunks(Bm, T, K)
-            Cc = _to_chunks(Cm, T, K)
-            a = _decays(dtc, A)
-            hs = _forward_states(a, _inputs(wc, Bc), starts)  # recomputed states, cheaper than storing them
-            if gy is None:
-                gy = dt.new_zeros(dt.shape)
-            gyc = _to_chunks(gy, T, K)
-            g = gyc.unsqueeze(-1) * Cc.unsqueeze(-2)  # ∂L/∂h_t from the readout
-            if glast is not None:
-                g[-1, :, -1] += glast  # padding steps are identities, so the last slab is h_{L-1}
-            chunk_decay = torch.exp(dtc.sum(0).unsqueeze(-1) * A)
-            g[-1] += _grad_chunk_ends(a, g, chunk_decay)
+            s = _Steps(dt, w, At, Bm, Cm, ctx.chunk)
+            T = s.T
+            gy = _to_steps(gy if gy is not None else torch.zeros_like(dt), T, s.K)
+            a, a_next, q = s.slab(), s.slab(), s.slab()
+            hs = dt.new_empty(T, s.b, s.K, s.n, s.d)  # states, needed backwards in time
+            h = starts
+            for t in range(T):
+                h = torch.addcmul(s.outer(s.w, s.B, t), s.decay(t, a), h, out=hs[t])
+
+            def readout_grad(t: int) -> Tensor:  # ∂L/∂h_t through y_t (and through h_L at the very end)
+                g = s.outer(gy, s.C, t)
+                if t == T - 1 and glast is not None:
+                    g[:, -1] += glast.transpose(-1, -2)  # padded steps are identities: slab T-1 of chunk K-1 is h_L
+                return g
+
+            # Adjoint λ_t = g_t + a_{t+1} λ_{t+1}: local pass, carry across chunks, then the full pass.
+            lam = readout_grad(T - 1)
             for t in range(T - 2, -1, -1):
-                g[t].addcmul_(a[t + 1], g[t + 1])  # g is now the adjoint of h_t
-            gC = torch.matmul(gyc.unsqueeze(-2), hs).squeeze(-2)  # Σ_d gy h
-            gw = torch.matmul(g, Bc.unsqueeze(-1)).squeeze(-1)  # Σ_n g B
-            gB = torch.matmul(wc.unsqueeze(-2), g).squeeze(-2)  # Σ_d g Δu
-            # q_t = g_t ⊙ a_t ⊙ h_{t-1} = ∂L/∂(ΔA) at step t, built in a's buffer.
-            a.mul_(g)
-            a[1:].mul_(hs[:-1])
-            a[0].mul_(starts)
+                lam = readout_grad(t).addcmul_(s.decay(t + 1, a_next), lam)
+            leaving = s.decay(0, a) * lam  # what each chunk hands to the previous chunk's last step
+            ends, _ = _carry(leaving, s.chunk_decay(), reverse=True)
+            gdt, gw, gB, gC = s.steps(s.d), s.steps(s.d), s.steps(s.n), s.steps(s.n)
+            gAt = torch.zeros_like(a)
+            lam = ends
+            for t in range(T - 1, -1, -1):
+                lam = readout_grad(t).add_(lam) if t == T - 1 else readout_grad(t).addcmul_(a_next, lam)
+                s.mix_d(hs[t], gy, t, gC)  # ∂L/∂C_t = Σ_d gy h_t
+                s.mix_n(s.B, lam, t, gw)  # ∂L/∂(Δu)_t = Σ_n B λ_t
+                s.mix_d(lam, s.w, t, gB)  # ∂L/∂B_t = Σ_d Δu λ_t
+                # q = λ_t ⊙ a_t ⊙ h_{t-1} = ∂L/∂(Δ_t A)
+                torch.mul(lam, s.decay(t, a_next), out=q).mul_(hs[t - 1] if t > 0 else starts)
+                gAt.addcmul_(q, s.dt[t].unsqueeze(-2))
+                torch.sum(q.mul_(At), dim=-2, out=gdt[t])
             del hs
-            gdt = torch.mul(a, A, out=g).sum(-1)
-            gA = torch.mul(a, dtc.unsqueeze(-1), out=g).sum((0, 1, 2))
-        return (_from_chunks(gdt, length), _from_chunks(gw, length), gA, _from_chunks(gB, length),
-                _from_chunks(gC, length), None)
+        return (_from_steps(gdt, s.length), _from_steps(gw, s.length), gAt.sum((0, 1)),
+                _from_steps(gB, s.length), _from_steps(gC, s.length), None)
 
 
 def _slices(batch: int, channels: int, groups: int, length: int, n: int) -> list[tuple[slice, slice, int]]:
@@ -336,11 +354,12 @@ def _scan_torch_core(dt: Tensor, w: Tensor, A: Tensor, Bg: Tensor, Cg: Tensor, c
     b, d, length = dt.shape
     groups = Bg.shape[1]
     parts = _slices(b, d, groups, length, A.shape[1])
+    At = A.t().contiguous()  # (n, d): channels innermost, see the layout note above
     if len(parts) == 1:
-        return _ChunkedScan.apply(dt, w, A, Bg[:, 0], Cg[:, 0], chunk)
+        return _ChunkedScan.apply(dt, w, At, Bg[:, 0], Cg[:, 0], chunk)
     ys, lasts = [], []
     for bsl, dsl, g in parts:
-        y, last = _ChunkedScan.apply(dt[bsl, dsl], w[bsl, dsl], A[dsl], Bg[bsl, g], Cg[bsl, g], chunk)
+        y, last = _ChunkedScan.apply(dt[bsl, dsl], w[bsl, dsl], At[:, dsl], Bg[bsl, g], Cg[bsl, g], chunk)
         ys.append((bsl, dsl, y))
         lasts.append((bsl, dsl, last))
     # Reassemble with differentiable cats: channels within a batch block, then batch blocks.
