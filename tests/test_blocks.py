@@ -157,10 +157,8 @@ def test_state_dict_layout_and_shapes():
 
 
 def test_official_block_keys_from_key_file():
-    from conftest import SHARED
-    path = SHARED / 'spec' / 'keys' / 'deeprftv2_B_official_keys.txt'
-    if not path.exists():
-        pytest.skip('shared key files not available')
+    from conftest import KEYS_DIR
+    path = KEYS_DIR / 'deeprftv2_B_official_keys.txt'
     rows = [line.split('\t') for line in path.read_text().splitlines() if line.strip()]
     table = {k: tuple(int(v) for v in s.strip('[]').split(',') if v.strip()) for k, s in rows}
 

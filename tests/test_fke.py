@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import SHARED
+from conftest import KEYS_DIR
 from fke_basicsr.archs.blocks import set_scan_backend
 from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES, FKEOutput, FourierKernelEstimator, fke_official_renames
 from test_blocks import evss2d_ref, ln2d_ref, randomize
@@ -224,9 +224,7 @@ def test_official_renames_cover_every_parameter(later, head):
 
 
 def test_official_renames_against_key_files():
-    keys = SHARED / 'spec' / 'keys'
-    if not keys.exists():
-        pytest.skip('shared key files not available')
+    keys = KEYS_DIR
 
     def load(name, prefix):
         rows = [line.split('\t') for line in (keys / name).read_text().splitlines() if line.strip()]

@@ -1,0 +1,567 @@
+"""ATD-light (Adaptive Token Dictionary, Zhang et al. CVPR 2024) with DeepRFTv2's optional FKE chain (Table 5).
+
+Spec: shared/spec/atd_fke.md. Attribute names follow the official ATD layout (spec §5) so original ATD-light
+checkpoints load strictly; official ATD+FKE checkpoints (``ker_ests.*``) load through ``load_atd_pretrained`` or
+plain ``load_state_dict`` (a pre-hook renames the FKE keys onto our FourierKernelEstimator).
+
+Test-time geometry (``test_mode``, eval only; training always runs the whole patch):
+  * ``'pad'``   original ATD: mirror-pad the image to a multiple of the window size, run it whole, crop (§2.2).
+  * ``'whole'`` DeepRFTv2 copy: no padding; windows that do not fit are taken from the image edges (§3.1).
+  * ``'tile'``  DeepRFTv2 ``sub_image``: conv_first on the whole image, then 64×64 feature tiles (overlap 16)
+                through body and upsampler, blended at HR (§3.2, §4.5).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as torch_checkpoint
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES, FourierKernelEstimator
+from fke_basicsr.registry import register
+from fke_basicsr.tiling import tiled_apply
+
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+TEST_MODES = ('pad', 'whole', 'tile')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Window geometry (spec §2.5, §3.1)
+# ----------------------------------------------------------------------------------------------------------------
+def _window_starts(size: int, ws: int) -> list[int]:
+    """Window starts along one axis: a regular grid, plus one window flush with the far edge if size % ws."""
+    starts = list(range(0, size - ws + 1, ws))
+    if size % ws:
+        starts.append(size - ws)
+    return starts
+
+
+def _owner_index(size: int, ws: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each pixel: which window along the axis owns it, and its offset inside that window.
+
+    Regular windows own their whole extent; the edge window owns only the remainder it alone covers, so its
+    overlap with the grid is discarded (as the DeepRFTv2 copy of ATD does).
+    """
+    pos = torch.arange(size, device=device)
+    main = (size // ws) * ws
+    idx = torch.where(pos < main, pos // ws, torch.full_like(pos, size // ws))
+    off = torch.where(pos < main, pos % ws, pos - (size - ws))
+    return idx, off
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """B×H×W×C → B×nW×ws²×C (windows in raster order; edge windows when H or W is not a multiple of ws)."""
+    b, h, w, c = x.shape
+    if h < ws or w < ws:
+        raise ValueError(f'window_partition: feature size {h}x{w} is smaller than the window size {ws}; '
+                         f"use test_mode='pad' for inputs below {ws} pixels")
+    if h % ws == 0 and w % ws == 0:  # regular grid: a pure reshape (the training case)
+        win = x.reshape(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+        return win.reshape(b, -1, ws * ws, c)
+    rows = torch.tensor(_window_starts(h, ws), device=x.device)[:, None] + torch.arange(ws, device=x.device)
+    cols = torch.tensor(_window_starts(w, ws), device=x.device)[:, None] + torch.arange(ws, device=x.device)
+    win = x[:, rows[:, None, :, None], cols[None, :, None, :], :]  # B×nh×nw×ws×ws×C
+    return win.reshape(b, rows.shape[0] * cols.shape[0], ws * ws, c)
+
+
+def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of window_partition: B×nW×ws²×C → B×H×W×C (each pixel read from the window that owns it)."""
+    b, _, _, c = windows.shape
+    nh, nw = len(_window_starts(h, ws)), len(_window_starts(w, ws))
+    win = windows.reshape(b, nh, nw, ws, ws, c)
+    if h % ws == 0 and w % ws == 0:
+        return win.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    ri, ro = _owner_index(h, ws, windows.device)
+    ci, co = _owner_index(w, ws, windows.device)
+    return win[:, ri[:, None], ci[None, :], ro[:, None], co[None, :], :]
+
+
+def relative_position_index(ws: int) -> torch.Tensor:
+    """ws²×ws² row index into the (2ws−1)² bias table: (y1−y2+ws−1)·(2ws−1) + (x1−x2+ws−1) (spec §2.5)."""
+    ys, xs = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing='ij')
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + ws - 1
+    dx = xs[:, None] - xs[None, :] + ws - 1
+    return dy * (2 * ws - 1) + dx
+
+
+def shifted_window_mask(h: int, w: int, ws: int, shift: int, device=None) -> torch.Tensor:
+    """nW×ws²×ws² additive mask (0 / −100) separating the regions that the cyclic shift glued together."""
+    labels = torch.zeros(1, h, w, 1, device=device)
+    region = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            labels[:, hs, wsl, :] = region
+            region += 1
+    lab = window_partition(labels, ws)[0, :, :, 0]  # nW×ws²
+    diff = lab[:, :, None] != lab[:, None, :]
+    return torch.zeros(diff.shape, device=device).masked_fill(diff, -100.0)
+
+
+def _embed(x: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W → B×N×C (raster token order)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def _unembed(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×N×C → B×C×H×W."""
+    b, _, c = t.shape
+    return t.transpose(1, 2).reshape(b, c, size[0], size[1])
+
+
+def symmetric_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple by appending the flipped image (original ATD, spec §2.2 step 1)."""
+    h, w = x.shape[-2:]
+    return mirror_pad_to(x, math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple)
+
+
+def mirror_pad_to(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
+    """Pad bottom/right to at least th×tw by appending flipped copies (edge row/column repeated)."""
+    th, tw = max(th, x.shape[-2]), max(tw, x.shape[-1])
+    while x.shape[-2] < th:  # one flip suffices unless the image is shorter than its padding
+        x = torch.cat([x, torch.flip(x, [-2])], -2)
+    while x.shape[-1] < tw:
+        x = torch.cat([x, torch.flip(x, [-1])], -1)
+    return x[..., :th, :tw]
+
+
+@dataclass
+class _Geometry:
+    """Per-forward constants shared by all layers: feature size, shift mask and relative-position index."""
+    size: tuple[int, int]
+    mask: torch.Tensor
+    rpi: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layer parts
+# ----------------------------------------------------------------------------------------------------------------
+class DWConv(nn.Module):
+    """Depth-wise k×k conv + GELU on the token map (key ``dwconv.depthwise_conv.0``)."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.depthwise_conv = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim), nn.GELU())
+
+    def forward(self, t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return _embed(self.depthwise_conv(_unembed(t, size)))
+
+
+class ConvFFN(nn.Module):
+    """fc1 → GELU → (+ GELU(DWConv)) → fc2 (spec §2.9)."""
+
+    def __init__(self, dim: int, hidden: int, kernel_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.dwconv = DWConv(hidden, kernel_size)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h = self.act(self.fc1(t))
+        return self.fc2(h + self.dwconv(h, size))
+
+
+class WindowAttention(nn.Module):
+    """(Shifted-)window MSA with a learned relative-position bias (spec §2.5); takes the shared qkv."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int):
+        super().__init__()
+        self.window_size, self.num_heads = window_size, num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, qkv: torch.Tensor, geo: _Geometry, shift: int) -> torch.Tensor:
+        b, n, c3 = qkv.shape
+        (h, w), ws, nh = geo.size, self.window_size, self.num_heads
+        qkv = qkv.reshape(b, h, w, c3)
+        if shift:
+            qkv = torch.roll(qkv, (-shift, -shift), dims=(1, 2))
+        win = window_partition(qkv, ws)  # B×nW×ws²×3C
+        nw = win.shape[1]
+        q, k, v = win.reshape(b, nw, ws * ws, 3, nh, -1).permute(3, 0, 1, 4, 2, 5)  # each B×nW×heads×ws²×d
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[geo.rpi.reshape(-1)].reshape(ws * ws, ws * ws, nh)
+        attn = attn + bias.permute(2, 0, 1)
+        if shift:
+            attn = attn + geo.mask[:, None]  # nW×1×N×N broadcast over batch and heads
+        out = (attn.softmax(-1) @ v).transpose(2, 3).reshape(b, nw, ws * ws, c3 // 3)
+        out = window_reverse(self.proj(out), ws, h, w)
+        if shift:
+            out = torch.roll(out, (shift, shift), dims=(1, 2))
+        return out.reshape(b, n, c3 // 3)
+
+
+class TokenDictionaryAttention(nn.Module):
+    """TDCA: single-head cosine cross-attention of tokens onto the dictionary (spec §2.6, ``attn_atd``)."""
+
+    def __init__(self, dim: int, reducted_dim: int, num_tokens: int):
+        super().__init__()
+        self.wq = nn.Linear(dim, reducted_dim)
+        self.wk = nn.Linear(dim, reducted_dim)
+        self.wv = nn.Linear(dim, dim)
+        self.scale = nn.Parameter(torch.full((num_tokens,), 0.5))
+        self.log_m = math.log(num_tokens)
+
+    def forward(self, u: torch.Tensor, td: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = F.normalize(self.wq(u), dim=-1)
+        k = F.normalize(self.wk(td), dim=-1)
+        sim = q @ k.transpose(-2, -1)
+        sim = (sim * (1 + torch.clamp(self.scale, 0, 1) * self.log_m)).softmax(-1)  # B×N×m
+        return sim @ self.wv(td), sim
+
+
+class CategoryAttention(nn.Module):
+    """AC-MSA: MSA inside groups of tokens sorted by their dictionary category (spec §2.7, ``attn_aca``)."""
+
+    def __init__(self, dim: int, num_heads: int, category_size: int):
+        super().__init__()
+        self.num_heads, self.category_size = num_heads, category_size
+        self.logit_scale = nn.Parameter(torch.full((1, 1), math.log(10.0)))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, qkv: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+        b, n, c3 = qkv.shape
+        # Same call as the authors (unstable sort of the argmax category): ties come out in the order
+        # torch's sort leaves them on this device, so grouping matches theirs (spec §2.7).
+        _, order = torch.sort(sim.argmax(-1), dim=-1, stable=False)
+        shuffled = torch.gather(qkv, 1, order[..., None].expand(-1, -1, c3))
+        gs = min(n, self.category_size)
+        ng = math.ceil(n / gs)
+        pad = ng * gs - n
+        if pad:  # the last group is filled with the last sorted tokens, reversed
+            shuffled = torch.cat([shuffled, torch.flip(shuffled[:, n - pad:], [1])], 1)
+        q, k, v = shuffled.reshape(b, ng, gs, 3, self.num_heads, -1).permute(3, 0, 1, 4, 2, 5)
+        scale = torch.exp(torch.clamp(self.logit_scale, max=math.log(100.0)))
+        attn = (q @ k.transpose(-2, -1)) * scale
+        out = (attn.softmax(-1) @ v).transpose(2, 3).reshape(b, ng * gs, c3 // 3)[:, :n]
+        out = torch.empty_like(out).scatter_(1, order[..., None].expand(-1, -1, c3 // 3), out)
+        return self.proj(out)
+
+
+class ATDTransformerLayer(nn.Module):
+    """One ATD layer: SW-MSA + TDCA + AC-MSA on a shared qkv, ConvFFN, dictionary refinement (spec §2.4)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int, category_size: int,
+                 num_tokens: int, reducted_dim: int, convffn_kernel_size: int, mlp_ratio: float,
+                 qkv_bias: bool, is_last: bool):
+        super().__init__()
+        self.shift, self.is_last = shift, is_last
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        if not is_last:  # the last layer's dictionary would be discarded, so it has no refinement
+            self.norm3 = nn.InstanceNorm1d(num_tokens, affine=True)
+            self.sigma = nn.Parameter(torch.zeros(num_tokens, 1))
+        self.wqkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_win = WindowAttention(dim, window_size, num_heads)
+        self.attn_atd = TokenDictionaryAttention(dim, reducted_dim, num_tokens)
+        self.attn_aca = CategoryAttention(dim, num_heads, category_size)
+        self.convffn = ConvFFN(dim, int(dim * mlp_ratio), convffn_kernel_size)
+
+    def forward(self, x: torch.Tensor, td: torch.Tensor, geo: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+        u = self.norm1(x)
+        qkv = self.wqkv(u)
+        x_atd, sim = self.attn_atd(u, td)
+        x_aca = self.attn_aca(qkv, sim)
+        x_win = self.attn_win(qkv, geo, self.shift)
+        x = x + x_win + x_atd + x_aca
+        x = x + self.convffn(self.norm2(x), geo.size)
+        if not self.is_last:
+            weights = self.norm3(sim.transpose(1, 2)).softmax(-1)  # B×m×N
+            gate = torch.sigmoid(self.sigma)
+            td = gate * td + (1 - gate) * (weights @ x)
+        return x, td
+
+
+class ATDBasicBlock(nn.Module):
+    """The transformer layers of one ATDB with its learned token dictionary ``td`` (spec §2.3)."""
+
+    def __init__(self, dim: int, depth: int, num_tokens: int, window_size: int, use_checkpoint: bool,
+                 **layer_kw):
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.td = nn.Parameter(torch.randn(num_tokens, dim))
+        self.layers = nn.ModuleList(
+            ATDTransformerLayer(dim, window_size=window_size, shift=0 if j % 2 == 0 else window_size // 2,
+                                num_tokens=num_tokens, is_last=j == depth - 1, **layer_kw)
+            for j in range(depth))
+
+    def forward(self, x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+        td = self.td.expand(x.shape[0], -1, -1)  # every ATDB restarts from its own dictionary
+        for layer in self.layers:
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                x, td = torch_checkpoint.checkpoint(layer, x, td, geo, use_reentrant=False)
+            else:
+                x, td = layer(x, td, geo)
+        return x
+
+
+class ATDB(nn.Module):
+    """Residual module: transformer layers, 3×3 conv, residual add (spec §2.3)."""
+
+    def __init__(self, dim: int, **block_kw):
+        super().__init__()
+        self.residual_group = ATDBasicBlock(dim, **block_kw)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, t: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+        return _embed(self.conv(_unembed(self.residual_group(t, geo), geo.size))) + t
+
+
+class PatchEmbed(nn.Module):
+    """Flatten to tokens + LayerNorm (model-level ``patch_embed``; shared by every FKE re-embedding, §4.1)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(_embed(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    """ATD's init hook (spec §2.10): Linear trunc-normal(0.02)/zero bias, LayerNorm (1, 0)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------------------------
+@register(ARCH_REGISTRY)
+class ATD(nn.Module):
+    """ATD (light defaults) for ×s super-resolution, optionally with one FKE after each ATDB (spec §2, §4).
+
+    Args follow the official constructor (``embed_dim``, ``depths``, ``num_heads``, ``window_size``,
+    ``category_size``, ``num_tokens``, ``reducted_dim``, ``convffn_kernel_size``, ``mlp_ratio``, ``img_range``,
+    ``upsampler``, ``resi_connection``); ``img_size``/``patch_size``/``ape``/``patch_norm`` are accepted for
+    YAML compatibility. Our additions: ``fke`` (insert the FKE chain), ``test_mode`` ('pad' | 'whole' |
+    'tile'; default 'pad' without FKE, 'tile' with), ``tile_size``/``tile_overlap`` (64/16) and
+    ``tile_batch`` (tiles per forward; any value gives the same result) and ``fke_window``/
+    ``fke_window_overlap`` (64/16: the FKE's own eval tiling when it sees maps above 64, i.e. in 'pad'/'whole').
+    """
+
+    size_multiple = 1  # any input size works: padding/tiling happen inside (RestorationModel reads this)
+
+    def __init__(self, upscale: int = 2, in_chans: int = 3, img_size: int = 64, patch_size: int = 1,
+                 embed_dim: int = 48, depths: Sequence[int] = (6, 6, 6, 6), num_heads: Sequence[int] = (4, 4, 4, 4),
+                 window_size: int = 16, category_size: int = 128, num_tokens: int = 64, reducted_dim: int = 8,
+                 convffn_kernel_size: int = 7, mlp_ratio: float = 1.0, qkv_bias: bool = True, ape: bool = False,
+                 patch_norm: bool = True, img_range: float = 1.0, upsampler: str = 'pixelshuffledirect',
+                 resi_connection: str = '1conv', use_checkpoint: bool = False, fke: bool = False,
+                 test_mode: str | None = None, tile_size: int = 64, tile_overlap: int = 16, tile_batch: int = 16,
+                 fke_window: int | None = 64, fke_window_overlap: int = 16):
+        super().__init__()
+        if upsampler != 'pixelshuffledirect':
+            raise ValueError(f"upsampler: only 'pixelshuffledirect' (ATD-light) is implemented, got {upsampler!r}")
+        if resi_connection != '1conv':
+            raise ValueError(f"resi_connection: only '1conv' (ATD-light) is implemented, got {resi_connection!r}")
+        if ape or not patch_norm or patch_size != 1:
+            raise ValueError('ape/patch_norm/patch_size: ATD-light uses ape=False, patch_norm=True, patch_size=1; '
+                             f'got ape={ape}, patch_norm={patch_norm}, patch_size={patch_size}')
+        if len(depths) != len(num_heads):
+            raise ValueError(f'depths and num_heads: expected equal lengths, got {list(depths)} / {list(num_heads)}')
+        if any(embed_dim % h for h in num_heads):
+            raise ValueError(f'embed_dim: expected a multiple of every num_heads entry, got {embed_dim}')
+        test_mode = test_mode or ('tile' if fke else 'pad')
+        if test_mode not in TEST_MODES:
+            raise ValueError(f'test_mode: expected one of {TEST_MODES}, got {test_mode!r}')
+        if not 0 <= tile_overlap < tile_size:
+            raise ValueError(f'tile_overlap: expected 0 <= tile_overlap < tile_size ({tile_size}), got {tile_overlap}')
+        if not isinstance(tile_batch, int) or tile_batch < 1:
+            raise ValueError(f'tile_batch: expected a positive int, got {tile_batch!r}')
+        self.upscale, self.window_size, self.img_range = upscale, window_size, img_range
+        self.test_mode, self.tile_size, self.tile_overlap = test_mode, tile_size, tile_overlap
+        self.tile_batch = tile_batch
+        self.mean = torch.tensor(RGB_MEAN if in_chans == 3 else (0.0,) * in_chans).view(1, in_chans, 1, 1)
+
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.patch_embed = PatchEmbed(embed_dim)
+        self.register_buffer('relative_position_index_SA', relative_position_index(window_size))
+        self.layers = nn.ModuleList(
+            ATDB(embed_dim, depth=d, num_heads=h, window_size=window_size, category_size=category_size,
+                 num_tokens=num_tokens, reducted_dim=reducted_dim, convffn_kernel_size=convffn_kernel_size,
+                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, use_checkpoint=use_checkpoint)
+            for d, h in zip(depths, num_heads))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
+        self.upsample = nn.Sequential(nn.Conv2d(embed_dim, in_chans * upscale ** 2, 3, 1, 1), nn.PixelShuffle(upscale))
+        self.ker_ests = None
+        if fke:
+            self.ker_ests = nn.ModuleList(
+                FourierKernelEstimator(in_channels=embed_dim, width=embed_dim, levels=4, first_column=i == 0,
+                                       block='EVSS', image_head=False, pad_to_even=True, window=fke_window,
+                                       window_overlap=fke_window_overlap if fke_window else 0)
+                for i in range(len(depths)))
+            self.register_load_state_dict_pre_hook(_rename_official_fke_hook)
+        self.apply(_init_weights)  # covers the FKE modules too, as the authors' hook does (§2.10)
+
+    # -- pieces -------------------------------------------------------------------------------------------------
+    def _geometry(self, h: int, w: int, device) -> _Geometry:
+        ws = self.window_size
+        return _Geometry((h, w), shifted_window_mask(h, w, ws, ws // 2, device), self.relative_position_index_SA)
+
+    def forward_body(self, feat: torch.Tensor) -> torch.Tensor:
+        """Shallow features B×C×H×W → deep features (ATDBs, FKE chain, final norm), before conv_after_body."""
+        size = feat.shape[-2:]
+        geo = self._geometry(size[0], size[1], feat.device)
+        t = self.patch_embed(feat)
+        state = None
+        for i, layer in enumerate(self.layers):
+            t = layer(t, geo)
+            if self.ker_ests is not None:  # FKE replaces the feature; the shared LayerNorm re-embeds it (§4.1)
+                out = self.ker_ests[i](_unembed(t, size), state)
+                state = out.state
+                t = self.patch_embed(out.feature)
+        return _unembed(self.norm(t), size)
+
+    def _reconstruct(self, feat: torch.Tensor) -> torch.Tensor:
+        """conv_first features → HR residual image (body, long skip, pixel-shuffle-direct upsampler)."""
+        return self.upsample(self.conv_after_body(self.forward_body(feat)) + feat)
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f'x: expected a B×C×H×W tensor, got shape {tuple(x.shape)}')
+        mode = self.test_mode if not self.training else ('pad' if self.test_mode == 'pad' else 'whole')
+        h, w = x.shape[-2:]
+        mean = self.mean.to(x)
+        if mode == 'pad':
+            x = symmetric_pad(x, self.window_size)
+        else:  # an image smaller than one window gets the original ATD's mirror padding up to the window
+            x = mirror_pad_to(x, self.window_size, self.window_size)
+        x = (x - mean) * self.img_range
+        feat = self.conv_first(x)
+        if mode == 'tile':
+            y = tiled_apply(self._reconstruct, feat, self.tile_size, self.tile_overlap, scale=self.upscale,
+                            tile_batch=self.tile_batch)
+        else:
+            y = self._reconstruct(feat)
+        y = y / self.img_range + mean
+        return y[..., :h * self.upscale, :w * self.upscale]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint loading
+# ----------------------------------------------------------------------------------------------------------------
+# (ours, official) FKE key-prefix pairs, longest official prefix first so 'alpha1' never shadows 'alpha10'.
+_FKE_RENAMES = sorted(FKE_OFFICIAL_RENAMES.items() if isinstance(FKE_OFFICIAL_RENAMES, Mapping)
+                      else FKE_OFFICIAL_RENAMES, key=lambda pair: -len(pair[1]))
+
+
+def official_fke_key_to_ours(key: str) -> str:
+    """``ker_ests.{i}.<official FKE key>`` → ``ker_ests.{i}.<our FKE key>`` (other keys unchanged)."""
+    if not key.startswith('ker_ests.'):
+        return key
+    head, idx, rest = key.split('.', 2)
+    for ours, official in _FKE_RENAMES:
+        if rest.startswith(official):
+            return f'{head}.{idx}.{ours}{rest[len(official):]}'
+    return key
+
+
+def _rename_official_fke_hook(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: rename official FKE keys in place, so official ATD+FKE weights load strictly."""
+    for key in [k for k in state_dict if k.startswith(prefix + 'ker_ests.')]:
+        new = prefix + official_fke_key_to_ours(key[len(prefix):])
+        if new != key and new not in state_dict:
+            state_dict[new] = state_dict.pop(key)
+
+
+@dataclass
+class ATDLoadReport:
+    """What ``load_atd_pretrained`` copied and what it left at initialisation."""
+    loaded: list[str] = field(default_factory=list)
+    fke_left_at_init: list[str] = field(default_factory=list)
+    upsampler_left_at_init: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model shape
+
+    @property
+    def left_at_init(self) -> list[str]:
+        return self.fke_left_at_init + [k for k, _, _ in self.upsampler_left_at_init]
+
+    def __str__(self) -> str:
+        lines = [f'loaded {len(self.loaded)} tensors']
+        if self.fke_left_at_init:
+            blocks = sorted({'.'.join(k.split('.')[:2]) for k in self.fke_left_at_init})
+            lines.append(f'FKE keys left at init: {len(self.fke_left_at_init)} (in {", ".join(blocks)})')
+        for key, ckpt_shape, model_shape in self.upsampler_left_at_init:
+            lines.append(f'upsampler left at init (scale change): {key} checkpoint {list(ckpt_shape)} '
+                         f'vs model {list(model_shape)}')
+        return '\n'.join(lines)
+
+
+def _unwrap(state_dict: Mapping, param_key: str | None) -> dict:
+    """Accept a bare state dict or a BasicSR checkpoint ({'params': ..., 'params_ema': ...}); strip 'module.'."""
+    if param_key is not None and param_key in state_dict:
+        state_dict = state_dict[param_key]
+    elif param_key is not None and any(isinstance(v, Mapping) for v in state_dict.values()):
+        for key in ('params_ema', 'params'):
+            if key in state_dict:
+                state_dict = state_dict[key]
+                break
+        else:
+            raise ValueError(f'state_dict: no {param_key!r}, params_ema or params entry; top-level keys are '
+                             f'{sorted(state_dict)[:8]}')
+    return {(k[7:] if k.startswith('module.') else k): v for k, v in state_dict.items()}
+
+
+def load_atd_pretrained(model: ATD, state_dict: Mapping, param_key: str | None = 'params_ema',
+                        allow_missing_fke: bool = True, allow_upsampler_change: bool = True) -> ATDLoadReport:
+    """Load official/our ATD(-light)(+FKE) weights: everything but FKE keys and a rescaled upsampler is strict.
+
+    * Official FKE keys (``ker_ests.*`` in the authors' layout) are renamed onto ours.
+    * FKE keys absent from the checkpoint (plain ATD-light weights into the FKE model) stay at init and are
+      listed in the report when ``allow_missing_fke``.
+    * ``upsample.*`` tensors whose shape differs (×2 weights into a ×3/×4 model) stay at init and are listed
+      when ``allow_upsampler_change``.
+    Anything else missing, unexpected or mis-shaped raises ValueError naming the keys.
+    """
+    if not isinstance(model, ATD):
+        raise ValueError(f'model: expected an ATD instance, got {type(model).__name__}')
+    sd = {official_fke_key_to_ours(k): v for k, v in _unwrap(state_dict, param_key).items()}
+    own = model.state_dict()
+    report, missing, bad_shape = ATDLoadReport(), [], []
+    to_load = {}
+    for key, target in own.items():
+        if key not in sd:
+            (report.fke_left_at_init if key.startswith('ker_ests.') and allow_missing_fke else missing).append(key)
+        elif sd[key].shape != target.shape:
+            entry = (key, tuple(sd[key].shape), tuple(target.shape))
+            (report.upsampler_left_at_init if key.startswith('upsample.') and allow_upsampler_change
+             else bad_shape).append(entry)
+        else:
+            to_load[key] = sd[key]
+            report.loaded.append(key)
+    unexpected = sorted(set(sd) - set(own))
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} model keys missing from the checkpoint, e.g. {missing[:5]}')
+    if unexpected:
+        hint = ' (an FKE checkpoint into a model built with fke: false?)' if any(
+            k.startswith('ker_ests.') for k in unexpected) else ''
+        problems.append(f'{len(unexpected)} checkpoint keys the model lacks{hint}, e.g. {unexpected[:5]}')
+    if bad_shape:
+        problems.append('shape mismatches (key, checkpoint, model): ' + '; '.join(map(str, bad_shape[:5])))
+    if problems:
+        raise ValueError('state_dict does not fit this ATD model: ' + ' | '.join(problems))
+    model.load_state_dict(to_load, strict=False)
+    return report
+
+
+def count_parameters(model: nn.Module, prefixes: Iterable[str] | None = None) -> int:
+    """Trainable parameter count, optionally restricted to keys starting with one of ``prefixes``."""
+    pre = tuple(prefixes) if prefixes is not None else ('',)
+    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(pre))

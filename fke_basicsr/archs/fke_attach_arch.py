@@ -1,0 +1,239 @@
+"""FKEAttach: insert Fourier Kernel Estimators into any arch registered in BasicSR (paper §3.2 and Table 5).
+
+The base arch is built from its own options; each submodule named in ``at`` (module paths or glob patterns)
+is replaced by a thin wrapper that runs the original module, then an FKE on its output (C→C), and returns the
+result in the module's own layout. Outputs may be feature maps (B, C, H, W) or tokens (B, H·W, C) when the
+module receives its spatial size as an argument (SwinIR's ``layer(x, x_size)``). Consecutive FKEs form a chain
+of columns: each passes its column state to the next (as ATD-light+FKE), through a per-forward holder object.
+
+Base-arch checkpoints load as they are: ``load_state_dict`` accepts the plain base layout (with or without a
+``base.`` prefix), maps it onto the wrapped modules and reports the FKE keys left at initialisation.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections import OrderedDict
+from typing import Any, Mapping, Sequence
+
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import Tensor, nn
+
+from fke_basicsr.archs.fke import FourierKernelEstimator
+from fke_basicsr.registry import register
+
+__all__ = ['FKEAttach', 'AttachedFKE', 'default_attach_points']
+
+_IN_CHANNEL_KEYS = ('num_in_ch', 'in_chans', 'inp_channels', 'in_channels', 'in_nc')
+_WRAPPED = '.inner.'
+
+
+class _Chain:
+    """Holds the FKE column state during one forward pass of FKEAttach (reset at every call)."""
+
+    def __init__(self) -> None:
+        self.state: tuple[Tensor, ...] | None = None
+
+
+def _spatial_size(args: Sequence[Any], kwargs: Mapping[str, Any], length: int) -> tuple[int, int] | None:
+    """Find (H, W) with H·W == length among a module's arguments (e.g. SwinIR's x_size)."""
+    for value in list(args) + list(kwargs.values()):
+        value = getattr(value, 'size', value)  # geometry objects carrying .size = (H, W) (our ATD)
+        if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
+                isinstance(v, int) for v in value) and value[0] * value[1] == length:
+            return int(value[0]), int(value[1])
+    return None
+
+
+class AttachedFKE(nn.Module):
+    """A submodule followed by an FKE on its output, in the submodule's own output layout (paper §3.2)."""
+
+    def __init__(self, inner: nn.Module, fke: FourierKernelEstimator, chain: _Chain, tokens: bool):
+        super().__init__()
+        self.inner = inner
+        self.fke = fke
+        self.tokens = tokens
+        self._chain = chain
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        if self.tokens:
+            b, length, c = out.shape
+            size = _spatial_size(args[1:], kwargs, length)
+            if size is None:
+                raise ValueError(f'{type(self.inner).__name__} returned {length} tokens but no (H, W) argument '
+                                 f'with H·W = {length} was passed to it')
+            fmap = out.transpose(1, 2).reshape(b, c, *size)
+        else:
+            fmap = out
+        result = self.fke(fmap, state=self._chain.state)
+        self._chain.state = result.state
+        feature = result.feature
+        return feature.flatten(2).transpose(1, 2) if self.tokens else feature
+
+
+def default_attach_points(base: nn.Module) -> list[str]:
+    """The documented tail of common archs: the last block of ``body`` (EDSR, RCAN, RRDBNet, MSRResNet) or of
+    ``layers`` (SwinIR, ATD); for DeepRFTv2 the last block of the last column's max-scale decoder."""
+    for attr in ('body', 'layers'):
+        container = getattr(base, attr, None)
+        if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(container) > 0:
+            return [f'{attr}.{len(container) - 1}']
+    if hasattr(base, 'default_fke_attach_points'):
+        return list(base.default_fke_attach_points())
+    raise ValueError(f'{type(base).__name__} has no documented default attach point: name the modules with '
+                     '`at:` (module paths from `named_modules()`, glob patterns allowed).')
+
+
+@register(ARCH_REGISTRY)
+class FKEAttach(nn.Module):
+    """Any registered arch with FKEs inserted after named submodules ("attach FKE to any arch", paper §3.2).
+
+    Args:
+        base: options of the base arch, ``{type: <registered arch>, **its kwargs}``.
+        at: module paths or glob patterns (``body.15``, ``layers.*``); default: the arch's documented tail.
+        fke: FourierKernelEstimator options (``width`` 48, ``levels`` 4, ``block``, ``window``, …); the FKE keeps
+            the module's channel count C (in_channels = C) and pads odd sizes (pad_to_even) by default.
+        freeze_base: train only the FKEs (base parameters get ``requires_grad=False``).
+        probe_size: spatial size of the dummy input used once at build time to find each module's output layout.
+    """
+
+    def __init__(self, base: Mapping[str, Any], at: str | Sequence[str] | None = None,
+                 fke: Mapping[str, Any] | None = None, freeze_base: bool = False, probe_size: int = 32):
+        super().__init__()
+        if not isinstance(base, Mapping) or 'type' not in base:
+            raise ValueError('base: give the base arch as a mapping with its registered `type` and its options, '
+                             'e.g. {type: EDSR, num_feat: 64, ...}')
+        base_opt = dict(base)
+        base_type = base_opt.pop('type')
+        if base_type not in ARCH_REGISTRY:
+            near = difflib.get_close_matches(str(base_type), list(ARCH_REGISTRY.keys()), n=5, cutoff=0.5)
+            raise ValueError(f"base.type '{base_type}' is not a registered arch" +
+                             (f"; did you mean: {', '.join(near)}?" if near else ''))
+        self.base = ARCH_REGISTRY.get(base_type)(**base_opt)
+        self.base_type = base_type
+        in_channels = next((base_opt[k] for k in _IN_CHANNEL_KEYS if k in base_opt), 3)
+        fke_opt = {'width': 48, 'levels': 4, 'pad_to_even': True, **dict(fke or {})}
+        for reserved in ('in_channels', 'first_column'):
+            if reserved in fke_opt:
+                raise ValueError(f'fke.{reserved} is set by FKEAttach (from the module output / the chain order)')
+
+        patterns = [at] if isinstance(at, str) else list(at or default_attach_points(self.base))
+        layouts = self._probe(in_channels, probe_size, getattr(self.base, 'size_multiple', 1))
+        targets = self._resolve(patterns, layouts)
+        self._chain = _Chain()
+        self.attach_points = targets
+        self.fke_params = []
+        for index, path in enumerate(targets):
+            kind, channels = layouts[path]
+            fke_module = FourierKernelEstimator(in_channels=channels, first_column=index == 0, **fke_opt)
+            parent_path, _, name = path.rpartition('.')
+            parent = self.base.get_submodule(parent_path) if parent_path else self.base
+            setattr(parent, name, AttachedFKE(getattr(parent, name), fke_module, self._chain, kind == 'tokens'))
+            self.fke_params.append(sum(p.numel() for p in fke_module.parameters()))
+        self.freeze_base = bool(freeze_base)
+        if self.freeze_base:
+            for pname, param in self.named_parameters():
+                if '.fke.' not in f'.{pname}':
+                    param.requires_grad_(False)
+        for attr in ('size_multiple', 'upscale'):
+            if hasattr(self.base, attr):
+                setattr(self, attr, getattr(self.base, attr))
+
+    # ------------------------------------------------------------------------------------------ build time
+    def _probe(self, in_channels: int, size: int, multiple: int) -> dict[str, tuple[str, int]]:
+        """Run one dummy forward with temporary hooks; record which modules output feature maps or tokens."""
+        size = -(-size // multiple) * multiple
+        layouts: dict[str, tuple[str, int]] = {}
+        hooks = []
+
+        def record(path):
+            def hook(module, args, kwargs, out):
+                if not isinstance(out, Tensor) or path in layouts:
+                    return
+                if out.dim() == 4:
+                    layouts[path] = ('map', out.shape[1])
+                elif out.dim() == 3 and _spatial_size(args[1:], kwargs, out.shape[1]) is not None:
+                    layouts[path] = ('tokens', out.shape[2])
+            return hook
+
+        for path, module in self.base.named_modules():
+            if path:
+                hooks.append(module.register_forward_hook(record(path), with_kwargs=True))
+        was_training = self.base.training
+        try:
+            self.base.eval()
+            with torch.no_grad():
+                self.base(torch.zeros(1, in_channels, size, size))
+        finally:
+            for h in hooks:
+                h.remove()
+            self.base.train(was_training)
+        return layouts
+
+    def _resolve(self, patterns: Sequence[str], layouts: Mapping[str, tuple[str, int]]) -> list[str]:
+        names = [n for n, _ in self.base.named_modules() if n]
+        targets: list[str] = []
+        for pattern in patterns:
+            matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+            # '*' also matches dots: keep the outermost modules a pattern names (body.* → body.0, not body.0.conv1)
+            matched = [n for n in matched if not any(n.startswith(m + '.') for m in matched)]
+            if not matched:
+                near = difflib.get_close_matches(pattern, list(layouts), n=6, cutoff=0.4)
+                raise ValueError(f"at: '{pattern}' matches no module of {self.base_type}. Nearest modules with a "
+                                 f"feature-map output: {', '.join(near) or ', '.join(list(layouts)[-6:])}")
+            for name in matched:
+                if name not in layouts:
+                    near = difflib.get_close_matches(name, list(layouts), n=6, cutoff=0.4)
+                    raise ValueError(f"at: module '{name}' of {self.base_type} does not output a feature map "
+                                     f"(B, C, H, W) or tokens with a known (H, W). Nearest valid modules: "
+                                     f"{', '.join(near) or ', '.join(list(layouts)[-6:])}")
+                if name not in targets:
+                    targets.append(name)
+        # a module nested inside another target would run its FKE inside the outer one: keep them disjoint
+        for a in targets:
+            for b in targets:
+                if a != b and b.startswith(a + '.'):
+                    raise ValueError(f"at: '{b}' lies inside '{a}'; attach to one of them")
+        return targets
+
+    # ------------------------------------------------------------------------------------------- run time
+    def forward(self, *args, **kwargs):
+        self._chain.state = None
+        try:
+            return self.base(*args, **kwargs)
+        finally:
+            self._chain.state = None
+
+    # -------------------------------------------------------------------------------------- checkpoints
+    def _wrapped_key(self, key: str) -> str:
+        """Map a plain base key (``body.15.conv1.weight``) onto this model (``base.body.15.inner.conv1.weight``)."""
+        for path in self.attach_points:
+            if key.startswith(path + '.'):
+                return f'base.{path}{_WRAPPED}{key[len(path) + 1:]}'
+        return f'base.{key}'
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Load our own layout, or a plain base-arch state dict (base keys strict, FKE keys reported)."""
+        own = set(self.state_dict().keys())
+        if set(state_dict) & own or not state_dict:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        plain = OrderedDict((k[len('base.'):] if k.startswith('base.') else k, v) for k, v in state_dict.items())
+        mapped = OrderedDict((self._wrapped_key(k), v) for k, v in plain.items())
+        result = super().load_state_dict(mapped, strict=False, assign=assign)
+        fke_missing = [k for k in result.missing_keys if '.fke.' in k]
+        base_missing = [k for k in result.missing_keys if '.fke.' not in k]
+        if strict and (base_missing or result.unexpected_keys):
+            raise RuntimeError(f'Base checkpoint does not match {self.base_type}: missing {base_missing[:8]}, '
+                               f'unexpected {result.unexpected_keys[:8]}')
+        get_root_logger().info(f'FKEAttach: loaded {len(mapped)} base keys of {self.base_type}; '
+                               f'{len(fke_missing)} FKE keys left at initialisation.')
+        self.last_load_report = {'loaded': list(mapped), 'fke_left_at_init': fke_missing,
+                                 'missing': base_missing, 'unexpected': list(result.unexpected_keys)}
+        return result
+
+    def extra_repr(self) -> str:
+        per = ', '.join(f'{p}: {n:,}' for p, n in zip(self.attach_points, self.fke_params))
+        return f'base={self.base_type}, freeze_base={self.freeze_base}, FKE parameters per point: {per}'

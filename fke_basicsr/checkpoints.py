@@ -1,0 +1,319 @@
+"""Checkpoint loading: the authors' key layout <-> ours, strict, with actionable errors (spec deeprftv2.md §6).
+
+A layout mapping is a short table of :class:`RenameRule` s. Each rule pairs a key prefix of ours with the
+authors' prefix for the same module, written as templates whose ``{name}`` fields are integer indices
+(``{j+1}`` renders index ``j`` one higher, for the authors' 1-based names). The rest of the key after the
+prefix is either kept (block internals use the authors' names) or passed through an inner mapping (the FKE's
+``FKE_OFFICIAL_RENAMES``). Rules are tried in order, first match wins, and the two directions use the same
+table, so the mapping is a bijection by construction (tests check it on every key of both variants).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+__all__ = ['RenameRule', 'KeyMapping', 'CheckpointMismatchError', 'official_mapping', 'register_official_layout',
+           'to_official', 'from_official', 'detect_layout', 'load_checkpoint', 'save_state_dict_atomic']
+
+_FIELD = re.compile(r'\{(\w+)([+-]\d+)?\}')
+
+
+class _Template:
+    """A dotted key prefix with integer fields, e.g. ``'subnets_max.{i}.level{j}.fusion.down.0.body.0'``."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.fields: list[tuple[str, int]] = []
+        pattern, pos = '^', 0
+        for m in _FIELD.finditer(text):
+            pattern += re.escape(text[pos:m.start()]) + r'(\d+)'
+            self.fields.append((m.group(1), int(m.group(2) or 0)))
+            pos = m.end()
+        # The prefix must end at a key-component boundary: 'alpha{j}' must not swallow 'alpha_x'.
+        self.regex = re.compile(pattern + re.escape(text[pos:]) + r'(?=\.|$)')
+
+    def match(self, key: str) -> tuple[dict[str, int], str] | None:
+        """Field values (offsets removed) and the rest of the key (``''`` or starting with '.'), or None."""
+        m = self.regex.match(key)
+        if m is None:
+            return None
+        values: dict[str, int] = {}
+        for (name, offset), raw in zip(self.fields, m.groups()):
+            value = int(raw) - offset
+            if value < 0 or values.setdefault(name, value) != value:
+                return None
+        return values, key[m.end():]
+
+    def render(self, values: Mapping[str, int]) -> str:
+        return _FIELD.sub(lambda m: str(values[m.group(1)] + int(m.group(2) or 0)), self.text)
+
+
+@dataclass(frozen=True)
+class RenameRule:
+    """One module: our key prefix, the authors' prefix, and an optional mapping for the rest of the key."""
+    ours: str
+    official: str
+    inner: 'KeyMapping | None' = None
+
+
+@dataclass
+class KeyMapping:
+    """An ordered table of rename rules; ``strict`` mappings refuse keys no rule covers."""
+    rules: Sequence[RenameRule]
+    official_prefix: str = ''
+    strict: bool = True
+    _compiled: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self):
+        self._compiled = [(_Template(r.ours), _Template(r.official), r.inner) for r in self.rules]
+
+    def _convert(self, key: str, to_official: bool) -> str:
+        for ours, official, inner in self._compiled:
+            src, dst = (ours, official) if to_official else (official, ours)
+            hit = src.match(key)
+            if hit is None:
+                continue
+            values, rest = hit
+            if inner is not None and rest:
+                rest = '.' + inner._convert(rest[1:], to_official)
+            return dst.render(values) + rest
+        if self.strict:
+            side = 'our' if to_official else "the authors'"
+            raise KeyError(f"no rename rule covers {side} key '{key}'")
+        return key
+
+    def to_official(self, key: str) -> str:
+        """Our key -> the authors' key (with the layout's global prefix)."""
+        return self.official_prefix + self._convert(key, True)
+
+    def from_official(self, key: str) -> str:
+        """The authors' key (with or without the global prefix) -> ours."""
+        if self.official_prefix and key.startswith(self.official_prefix):
+            key = key[len(self.official_prefix):]
+        return self._convert(key, False)
+
+    def is_official(self, keys: Iterable[str]) -> bool:
+        """True when the keys look like the authors' layout (they all carry the global prefix)."""
+        keys = list(keys)
+        return bool(keys) and bool(self.official_prefix) and all(k.startswith(self.official_prefix) for k in keys)
+
+
+def as_key_mapping(renames: Any, strict: bool = False) -> KeyMapping:
+    """A KeyMapping from a KeyMapping, a dict, or pairs of (our prefix, official prefix) templates."""
+    if isinstance(renames, KeyMapping):
+        return renames
+    pairs = renames.items() if isinstance(renames, Mapping) else renames
+    return KeyMapping([RenameRule(o.rstrip('.'), a.rstrip('.')) for o, a in pairs], strict=strict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# DeepRFTv2 (spec §6). Block internals (conv1..5, sca.1, norm*, attn.*, ...) already use the authors' names.
+
+def _deeprftv2_mapping() -> KeyMapping:
+    from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES
+    fke = as_key_mapping(FKE_OFFICIAL_RENAMES)
+    rules = [
+        RenameRule('embed_max.{i}', 'patch_embed_maxs.{i}.proj'),
+        RenameRule('embed_mid.{i}', 'patch_embed_mids.{i}.proj'),
+        RenameRule('feedback_max.{i}', 'patch_embed_maxs2.{i}'),
+        RenameRule('feedback_mid.{i}', 'patch_embed_mids2.{i}'),
+        RenameRule('max_to_mid.{i}.{j}', 'down_max{j+1}.{i}.body.0'),
+        RenameRule('latent_fuse.{i}.down', 'down_mid2max.{i}.body.0'),
+        RenameRule('latent_fuse.{i}.fuse', 'fusd_max_2.{i}'),
+        RenameRule('head_max.{i}', 'output_maxs.{i}'),
+        RenameRule('head_mid.{i}', 'output_mids.{i}'),
+        RenameRule('fke_max.{i}', 'kernel_estimator.{i}', fke),
+        RenameRule('fke_mid.{i}', 'mid_kernel_estimator.{i}', fke),
+    ]
+    for ours, theirs in (('encoders_max', 'subnets_max'), ('encoders_mid', 'subnets_mid'),
+                         ('decoders_max', 'subdenets_max'), ('decoders_mid', 'subdenets_mid')):
+        rules += [
+            RenameRule(f'{ours}.{{i}}.alphas.{{j}}', f'{theirs}.{{i}}.alpha{{j}}'),
+            RenameRule(f'{ours}.{{i}}.levels.{{j}}.down', f'{theirs}.{{i}}.level{{j}}.fusion.down.0.body.0'),
+            RenameRule(f'{ours}.{{i}}.levels.{{j}}.fuse', f'{theirs}.{{i}}.level{{j}}.fusion.concat_conv.0'),
+            RenameRule(f'{ours}.{{i}}.levels.{{j}}.up.conv', f'{theirs}.{{i}}.level{{j}}.fusion.up.0.body.0'),
+            RenameRule(f'{ours}.{{i}}.levels.{{j}}.blocks', f'{theirs}.{{i}}.level{{j}}.blocks'),
+        ]
+    return KeyMapping(rules, official_prefix='global_model.')
+
+
+def _deeprftv2_variant(keys: Iterable[str]) -> str | None:
+    """'B' when NAFEVSBlock-only keys (norm_mamba, lamb_g) occur in the U-Net, 'S' when NAF blocks only."""
+    keys = list(keys)
+    if not any('blocks.' in k for k in keys):
+        return None
+    return 'B' if any(k.endswith(('norm_mamba.weight', '.lamb_g')) for k in keys) else 'S'
+
+
+_LAYOUTS: dict[str, dict[str, Any]] = {
+    'DeepRFTv2': {'mapping': _deeprftv2_mapping, 'variant': _deeprftv2_variant},
+}
+_CACHE: dict[str, KeyMapping] = {}
+
+
+def register_official_layout(arch: str, mapping_factory, variant_fn=None) -> None:
+    """Let another arch (e.g. ATD) plug its own official layout into load_checkpoint/to_/from_official."""
+    _LAYOUTS[arch] = {'mapping': mapping_factory, 'variant': variant_fn}
+    _CACHE.pop(arch, None)
+
+
+def official_mapping(arch: str = 'DeepRFTv2') -> KeyMapping:
+    """The KeyMapping between our keys and the authors' for ``arch``."""
+    if arch not in _LAYOUTS:
+        raise ValueError(f"arch '{arch}' has no official checkpoint layout; known: {sorted(_LAYOUTS)}")
+    if arch not in _CACHE:
+        _CACHE[arch] = _LAYOUTS[arch]['mapping']()
+    return _CACHE[arch]
+
+
+def to_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2') -> dict:
+    """Our state dict -> the authors' layout (same tensors, renamed keys)."""
+    m = official_mapping(arch)
+    return {m.to_official(k): v for k, v in state_dict.items()}
+
+
+def from_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2') -> dict:
+    """The authors' state dict -> our layout (same tensors, renamed keys)."""
+    m = official_mapping(arch)
+    out: dict = {}
+    for k, v in state_dict.items():
+        try:
+            out[m.from_official(k)] = v
+        except KeyError:
+            out[k] = v  # left as is: reported as an unknown key by load_checkpoint
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint does not fit the model; the message says what differs and what to change."""
+
+
+def _strip_module(sd: Mapping[str, Any]) -> dict:
+    """Remove DistributedDataParallel's 'module.' prefix when every key has it."""
+    if sd and all(k.startswith('module.') for k in sd):
+        return {k[len('module.'):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _select_params(obj: Any, param_key: str | None) -> dict:
+    """The state dict inside a checkpoint object: BasicSR's {'params': ...}, {'params_ema': ...}, or bare."""
+    if not isinstance(obj, Mapping):
+        raise TypeError(f'checkpoint must be a dict (state dict or BasicSR checkpoint), got {type(obj).__name__}')
+    if param_key is not None:
+        if param_key not in obj:
+            raise KeyError(f"param_key '{param_key}' not in checkpoint; its top-level keys are "
+                           f'{sorted(obj)[:10]}. Use param_key=None to pick one automatically.')
+        return obj[param_key]
+    for key in ('params', 'params_ema', 'state_dict', 'model'):
+        if key in obj and isinstance(obj[key], Mapping):
+            return obj[key]
+    return dict(obj)
+
+
+def detect_layout(keys: Iterable[str], arch: str = 'DeepRFTv2') -> str:
+    """'official' when the keys are in the authors' layout of ``arch``, else 'ours'."""
+    if arch in _LAYOUTS and official_mapping(arch).is_official(keys):
+        return 'official'
+    return 'ours'
+
+
+def _arch_name(model: torch.nn.Module) -> str:
+    return getattr(model, 'official_layout', type(model).__name__)
+
+
+def _mismatch_report(arch: str, model_sd: Mapping[str, torch.Tensor], sd: Mapping[str, Any], layout: str) -> str:
+    expected, given = set(model_sd), set(sd)
+    unknown = sorted(given - expected)
+    missing = sorted(expected - given)
+    shapes = sorted(k for k in given & expected
+                    if hasattr(sd[k], 'shape') and tuple(sd[k].shape) != tuple(model_sd[k].shape))
+    lines = [f'checkpoint ({layout} layout) does not match {arch}: {len(unknown)} unknown, '
+             f'{len(missing)} missing, {len(shapes)} shape-mismatched keys.']
+    variant_fn = _LAYOUTS.get(arch, {}).get('variant')
+    if variant_fn is not None:
+        have, want = variant_fn(given), variant_fn(expected)
+        if have and want and have != want:
+            lines.append(f'The checkpoint is a {arch}-{have} checkpoint but the model is {arch}-{want}: '
+                         f'build the network with `variant: {have}` (or load a -{want} checkpoint).')
+    expected_sorted = sorted(expected)
+    if unknown:
+        lines.append('unknown keys (first 5, with the nearest expected names):')
+        for k in unknown[:5]:
+            # the missing keys are the likeliest counterparts (a renamed key); then any expected key
+            near = difflib.get_close_matches(k, missing, n=2, cutoff=0.6) or \
+                difflib.get_close_matches(k, expected_sorted, n=2, cutoff=0.6)
+            origin = ''
+            if layout == 'official':
+                try:  # show the name as it is in the file too
+                    origin = f' (in the file: {official_mapping(arch).to_official(k)})'
+                except KeyError:
+                    pass
+            lines.append(f"  {k}{origin}  ->  nearest: {', '.join(near) if near else '(none)'}")
+    if missing:
+        lines.append(f"missing keys (first 5): {', '.join(missing[:5])}")
+    if shapes:
+        lines.append('shape mismatches (first 5):')
+        lines += [f'  {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}'
+                  for k in shapes[:5]]
+    if unknown or missing or shapes:
+        lines.append('Check the network options (variant, width, enc_blocks/dec_blocks, num_columns, fke) '
+                     'against the ones the checkpoint was trained with, or pass strict=False to load the overlap.')
+    return '\n'.join(lines)
+
+
+def load_checkpoint(model: torch.nn.Module, path_or_state: str | os.PathLike | Mapping[str, Any],
+                    strict: bool = True, param_key: str | None = None):
+    """Load ours / the authors' / DDP-prefixed weights into ``model``; raise CheckpointMismatchError if unfit.
+
+    ``param_key``: 'params', 'params_ema', or None to pick automatically ('params', then 'params_ema',
+    'state_dict', 'model', else the object itself). With ``strict=False`` unknown and missing keys are
+    tolerated (returned like ``load_state_dict``'s result); shape mismatches always raise.
+    """
+    if isinstance(path_or_state, (str, os.PathLike)):
+        path = Path(path_or_state)
+        if not path.is_file():
+            raise FileNotFoundError(f'checkpoint file not found: {path}')
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    else:
+        obj = path_or_state
+    sd = _strip_module(_select_params(obj, param_key))
+    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        model = model.module
+    arch = _arch_name(model)
+    layout = detect_layout(sd, arch)
+    if layout == 'official':
+        sd = from_official(sd, arch)
+    model_sd = model.state_dict()
+    given, expected = set(sd), set(model_sd)
+    bad_shape = any(hasattr(sd[k], 'shape') and tuple(sd[k].shape) != tuple(model_sd[k].shape)
+                    for k in given & expected)
+    if bad_shape or (strict and given != expected):
+        raise CheckpointMismatchError(_mismatch_report(arch, model_sd, sd, layout))
+    return model.load_state_dict(sd, strict=strict)
+
+
+def save_state_dict_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the target folder, then os.replace: never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
