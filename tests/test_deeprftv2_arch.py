@@ -325,3 +325,11 @@ def test_fke_window_reaches_the_estimators_and_runs_in_train_and_eval():
 def test_bad_options_raise_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         small(**kw)
+
+
+@pytest.mark.parametrize('levels', [2, 4])
+def test_level_counts_other_than_three_fuse_the_mid_feature_at_the_latent_resolution(levels):
+    net = DeepRFTv2(variant='S', width=4, enc_blocks=[1] * levels, dec_blocks=[1] * levels)
+    x = torch.rand(1, 3, 2 ** levels * 4, 2 ** levels * 4)
+    out = net(x)
+    assert len(out.full) == 4 and out.full[-1].shape == x.shape

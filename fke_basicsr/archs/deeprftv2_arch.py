@@ -133,11 +133,15 @@ class Decoder(nn.Module):
 
 
 class LatentFusion(nn.Module):
-    """Mid-scale feature -> 2x2 stride-2 conv to the latent width, concat before the max latent, 1x1 conv (§2.2)."""
+    """Mid-scale feature -> 2x2 stride-2 conv to the latent width, concat before the max latent, 1x1 conv (§2.2).
 
-    def __init__(self, c_in: int, c_latent: int):
+    ``factor`` is the resolution ratio between the mid-scale feature (H/2) and the max latent (H/2^(L-1)):
+    2 for the paper's three levels; other level counts get a k×k stride-k conv with k = factor.
+    """
+
+    def __init__(self, c_in: int, c_latent: int, factor: int = 2):
         super().__init__()
-        self.down = _down2x(c_in, c_latent)
+        self.down = nn.Conv2d(c_in, c_latent, kernel_size=factor, stride=factor, bias=False)
         self.fuse = nn.Conv2d(2 * c_latent, c_latent, 1)
 
     def forward(self, mid_feature: Tensor, latent: Tensor) -> Tensor:
@@ -267,6 +271,9 @@ class DeepRFTv2(nn.Module):
         enc_n, dec_n = list(opt['enc_blocks']), list(opt['dec_blocks'])
         if len(enc_n) != len(dec_n):
             raise ValueError(f'enc_blocks / dec_blocks: expected as many levels, got {enc_n} and {dec_n}')
+        if mid_scale and len(enc_n) < 2:
+            raise ValueError(f'enc_blocks: the mid scale fuses into the max latent, which needs at least 2 levels; '
+                             f'got {enc_n} (or set mid_scale: false)')
         for name, v in (('fke', fke), ('mid_scale', mid_scale), ('sub_image', sub_image), ('pad_input', pad_input),
                         ('return_all', return_all)):
             if not isinstance(v, bool):
@@ -354,7 +361,7 @@ class DeepRFTv2(nn.Module):
                 Decoder(chans[::-1], blocks(kinds_mid[i], dec_n, chans[::-1], mid_dec_sizes, 'mid_block_types'),
                         save_memory=f) for i, f in enumerate(flags_dec)])
             self.head_mid = nn.ModuleList([_conv3x3(width, out_channels, True) for _ in range(ncol)])
-            self.latent_fuse = nn.ModuleList([LatentFusion(width, chans[-1]) for _ in range(ncol)])
+            self.latent_fuse = nn.ModuleList([LatentFusion(width, chans[-1], 2 ** (nlev - 2)) for _ in range(ncol)])
         if fke:
             def estimators(window: tuple[int, int] | None, overlap: tuple[int, int]) -> nn.ModuleList:
                 return nn.ModuleList([FourierKernelEstimator(
