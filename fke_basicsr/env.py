@@ -55,7 +55,10 @@ def report() -> dict:
     }
     scan_backends = {}
     for device in (['cpu', 'cuda'] if cuda else ['cpu']):
-        name, why = scan.resolve_backend(device)
+        try:
+            name, why = scan.resolve_backend(device)
+        except (RuntimeError, ValueError) as err:  # e.g. FKE_SCAN_BACKEND=mamba on a machine without the kernel
+            name, why = 'unavailable', str(err)
         scan_backends[device] = {'backend': name, 'reason': why}
     info['selective_scan'] = scan_backends
     info['selective_scan_env'] = scan.SCAN_BACKEND_ENV

@@ -32,8 +32,8 @@ __all__ = ['SCAN_BACKEND_ENV', 'BACKENDS', 'resolve_backend', 'selective_scan', 
 SCAN_BACKEND_ENV = 'FKE_SCAN_BACKEND'
 BACKENDS = ('auto', 'mamba', 'torch', 'ref')
 
-# The 'torch' backend works on (batch, channel) slices holding at most this many (b, d, L, N) elements
-# (64 MiB in fp32), so its three full-size work tensors stay bounded for any sequence length.
+# The 'torch' backend works on (batch, channel) slices of at most this many (b, d, L, N) elements (64 MiB in
+# fp32), so its one full-size tensor (the states its backward walks back through) stays bounded for any L.
 MAX_SLICE_ELEMENTS = 1 << 24
 
 
@@ -398,9 +398,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
                    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                    return_last_state: bool = False, backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with mamba_ssm.selective_scan_fn's signature; backend per resolve_backend (spec §4)."""
-    name, _ = resolve_backend(u.device, backend)
-    if name == 'mamba' and u.dtype == torch.float64 and (backend or os.environ.get(SCAN_BACKEND_ENV, 'auto')
-                                                         ).strip().lower() == 'auto':
+    name, reason = resolve_backend(u.device, backend)
+    if name == 'mamba' and u.dtype == torch.float64 and reason.startswith('auto'):
         name = 'torch'  # the CUDA kernel has no fp64 build; 'auto' stays exact instead of failing
     kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                   return_last_state=return_last_state)
@@ -410,6 +409,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         return selective_scan_torch(u, delta, A, B, C, **kwargs)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     kernel, _ = _mamba_kernel()
-    return kernel(u, delta, A.float(), B, C, D=None if D is None else D.float(), z=z,
-                  delta_bias=None if delta_bias is None else delta_bias.float(), delta_softplus=delta_softplus,
-                  return_last_state=return_last_state)
+    # The kernel wants delta, variable B/C and z in u's dtype, and A, D, delta_bias in fp32; it computes in fp32.
+    same = lambda t: None if t is None else t.to(u.dtype)  # noqa: E731
+    fp32 = lambda t: None if t is None else t.float()  # noqa: E731
+    return kernel(u, same(delta), fp32(A), same(B), same(C), D=fp32(D), z=same(z), delta_bias=fp32(delta_bias),
+                  delta_softplus=delta_softplus, return_last_state=return_last_state)
