@@ -1,0 +1,177 @@
+"""Build the Demo paired motion-blur dataset from scikit-image's bundled photos (no download).
+
+Each sharp tile is blurred with its own random linear motion kernel (several lengths and angles), then mild
+Gaussian noise is added and the result quantised to 8 bits. Kernels are saved as .npy next to the pairs for
+kernel-correlation checks. The split is by region: the bottom strip of each validation photo is kept for validation
+and never cropped for training (training also uses texture/grey-level photos that have no validation strip).
+
+Layout (names match the Demo options files and datasets/README.md)::
+
+    datasets/Demo/{train,val}/blur/NNNN.png     blurry input
+    datasets/Demo/{train,val}/sharp/NNNN.png    ground truth
+    datasets/Demo/{train,val}/kernels/NNNN.npy  float32 21x21 kernel, sums to 1
+    datasets/Demo/{train,val}/{blur,sharp}.lmdb BasicSR LMDBs of the same images (keys NNNN)
+
+Usage: python scripts/make_demo_dataset.py [--out datasets/Demo] [--seed 0] [--force]
+The build is deterministic for a seed and is skipped when the folder is already complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+from typing import Iterator
+
+import numpy as np
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
+KERNEL_SIZE = 21
+LENGTHS = (3, 5, 7, 9, 11, 13)  # motion lengths in pixels; each kernel draws one, and a uniform angle in [0, 180)
+NOISE_SIGMA = (0.0, 0.01)  # per image, uniform, on the [0, 1] scale: "mild" noise
+VAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry')  # colour photos
+TRAIN_PHOTOS = VAL_PHOTOS + ('hubble_deep_field', 'retina', 'colorwheel', 'camera', 'coins', 'moon', 'brick', 'grass',
+                             'gravel', 'clock', 'text', 'page')
+TRAIN_TILE, TRAIN_STRIDE, MAX_TRAIN = 128, 64, 240
+VAL_TILE, VAL_PER_PHOTO = (128, 192), 2  # (H, W): non-square, multiples of 8
+VAL_STRIP = 160  # bottom rows of each validation photo, reserved for validation
+DONE_MARKER = 'COMPLETE.json'
+
+
+def motion_kernel(length: float, angle: float, size: int = KERNEL_SIZE) -> np.ndarray:
+    """Anti-aliased linear motion-blur kernel: a centred segment of ``length`` px at ``angle`` rad, sum 1."""
+    k = np.zeros((size, size), np.float64)
+    c = (size - 1) / 2
+    for t in np.linspace(-length / 2, length / 2, int(length * 10) + 1):
+        x, y = c + t * np.cos(angle), c + t * np.sin(angle)
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):  # bilinear splat keeps sub-pixel segments smooth
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
+                    k[y0 + dy, x0 + dx] += wy * wx
+    return (k / k.sum()).astype(np.float32)
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A bundled scikit-image photo as float32 RGB in [0, 1], long side at most 512 px."""
+    import cv2
+    from skimage import data
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = img[..., :3].astype(np.float32) / 255.0
+    scale = 512 / max(img.shape[:2])
+    if scale < 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return img
+
+
+def tiles(img: np.ndarray, tile: tuple[int, int], stride: int, rows: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    """Top-left corners of ``tile`` windows (with the kernel margin around them) inside image rows [r0, r1)."""
+    w = img.shape[1]
+    m = KERNEL_SIZE // 2  # keep a margin so every blurred pixel sees real image content
+    th, tw = tile
+    for y in range(rows[0] + m, rows[1] - th - m + 1, stride):
+        for x in range(m, w - tw - m + 1, stride):
+            yield y, x
+
+
+def blur_tile(img: np.ndarray, y: int, x: int, tile: tuple[int, int], kernel: np.ndarray, sigma: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(blurred+noisy, sharp) uint8 RGB tiles: 'valid' convolution of the tile with its margin, then noise."""
+    import cv2
+    m = KERNEL_SIZE // 2
+    th, tw = tile
+    region = img[y - m:y + th + m, x - m:x + tw + m]
+    # filter2D correlates; flipping the kernel makes it a true convolution with the saved kernel.
+    blurred = cv2.filter2D(region, -1, kernel[::-1, ::-1].copy(), borderType=cv2.BORDER_REFLECT)[m:-m, m:-m]
+    blurred = blurred + rng.normal(0.0, sigma, blurred.shape).astype(np.float32)
+    sharp = region[m:-m, m:-m]
+    to_u8 = lambda a: (np.clip(a, 0, 1) * 255.0).round().astype(np.uint8)  # noqa: E731
+    return to_u8(blurred), to_u8(sharp)
+
+
+def write_split(out: str, photos: tuple[str, ...], tile: tuple[int, int], stride: int, limit: int | None,
+                per_photo: int | None, val: bool, rng: np.random.Generator) -> int:
+    import cv2
+    for sub in ('blur', 'sharp', 'kernels'):
+        os.makedirs(osp.join(out, sub), exist_ok=True)
+    jobs = []
+    for name in photos:
+        img = load_photo(name)
+        h = img.shape[0]
+        strip = h - VAL_STRIP if name in VAL_PHOTOS else h  # first row of the validation strip
+        pos = list(tiles(img, tile, stride, (strip, h) if val else (0, strip)))
+        if per_photo is not None:
+            pos = [pos[i] for i in sorted(rng.choice(len(pos), size=min(per_photo, len(pos)), replace=False))]
+        jobs += [(img, y, x) for y, x in pos]
+    if limit is not None and len(jobs) > limit:
+        jobs = [jobs[i] for i in sorted(rng.choice(len(jobs), size=limit, replace=False))]
+    for i, (img, y, x) in enumerate(jobs):
+        kernel = motion_kernel(float(rng.choice(LENGTHS)), float(rng.uniform(0, np.pi)))
+        blur, sharp = blur_tile(img, y, x, tile, kernel, float(rng.uniform(*NOISE_SIGMA)), rng)
+        key = f'{i:04d}'
+        cv2.imwrite(osp.join(out, 'blur', f'{key}.png'), blur[..., ::-1])  # RGB -> BGR for OpenCV
+        cv2.imwrite(osp.join(out, 'sharp', f'{key}.png'), sharp[..., ::-1])
+        np.save(osp.join(out, 'kernels', f'{key}.npy'), kernel)
+    return len(jobs)
+
+
+def write_lmdb(split_dir: str) -> None:
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    for sub in ('blur', 'sharp'):
+        folder = osp.join(split_dir, sub)
+        names = sorted(f for f in os.listdir(folder) if f.endswith('.png'))
+        make_lmdb_from_imgs(folder, osp.join(split_dir, f'{sub}.lmdb'), names, [osp.splitext(n)[0] for n in names],
+                            multiprocessing_read=False, map_size=64 * 1024 ** 2 + 4 * sum(
+                                osp.getsize(osp.join(folder, n)) for n in names))
+
+
+def is_complete(out: str) -> bool:
+    return osp.isfile(osp.join(out, DONE_MARKER))
+
+
+def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int = 0, force: bool = False,
+                      lmdb: bool = True) -> str:
+    """Build the dataset under ``out`` (skipped when complete unless ``force``); returns ``out``."""
+    if is_complete(out) and not force:
+        print(f'Demo dataset already present at {out} (delete it or pass --force to rebuild).')
+        return out
+    import fke_basicsr  # noqa: F401  (compat shims before basicsr is imported)
+    tmp = f'{out}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    n_train = write_split(osp.join(tmp, 'train'), TRAIN_PHOTOS, (TRAIN_TILE, TRAIN_TILE), TRAIN_STRIDE, MAX_TRAIN, None,
+                          False, rng)
+    n_val = write_split(osp.join(tmp, 'val'), VAL_PHOTOS, VAL_TILE, VAL_TILE[1] // 2, None, VAL_PER_PHOTO, True, rng)
+    if lmdb:
+        write_lmdb(osp.join(tmp, 'train'))
+        write_lmdb(osp.join(tmp, 'val'))
+    with open(osp.join(tmp, DONE_MARKER), 'w') as f:
+        json.dump({'seed': seed, 'train': n_train, 'val': n_val, 'kernel_size': KERNEL_SIZE,
+                   'lengths': LENGTHS, 'angles': 'uniform [0, pi)', 'noise_sigma': NOISE_SIGMA, 'train_photos': TRAIN_PHOTOS,
+                   'val_photos': VAL_PHOTOS, 'val_strip_rows': VAL_STRIP}, f, indent=1)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)  # appears complete or not at all
+    print(f'Demo dataset written to {out}: {n_train} train pairs ({TRAIN_TILE}x{TRAIN_TILE}), {n_val} val pairs '
+          f'({VAL_TILE[0]}x{VAL_TILE[1]}).')
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', default=osp.join(ROOT, 'datasets', 'Demo'), help='output folder')
+    p.add_argument('--seed', type=int, default=0, help='random seed (kernels, noise, tile choice)')
+    p.add_argument('--force', action='store_true', help='rebuild even if the folder is complete')
+    p.add_argument('--no-lmdb', action='store_true', help='write only the PNG folders')
+    args = p.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    make_demo_dataset(args.out, args.seed, args.force, not args.no_lmdb)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

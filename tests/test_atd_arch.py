@@ -1,0 +1,384 @@
+"""ATD-light (+FKE) (spec atd_fke.md): exact sizes and keys, official-checkpoint loading, attention parts against
+loop references, test-time geometries, batch handling, and BasicSR training from the YAML options."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fke_basicsr  # noqa: F401  (shims + registration before basicsr)
+from fke_basicsr.archs.atd_arch import (ATD, CategoryAttention, WindowAttention, _Geometry, count_parameters,
+                                        load_atd_pretrained, relative_position_index, shifted_window_mask,
+                                        symmetric_pad, window_partition, window_reverse)
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = REPO / 'tests' / 'data' / 'official_keys'
+# A small ATD with the same structure (windows 4, tiles 16) for behaviour tests that run forwards.
+TINY = dict(embed_dim=12, depths=(2, 2), num_heads=(2, 2), window_size=4, category_size=8, num_tokens=8,
+            reducted_dim=4, convffn_kernel_size=3, tile_size=16, tile_overlap=4, fke_window=16, fke_window_overlap=4)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """One intra-op thread: on a shared, oversubscribed 2-core box, 2 spinning threads make these many small
+    ops ~40x slower (measured: ATD-light eval on 16x16 0.55 s with 1 thread, 21 s with 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _official_state_dict(name: str, seed: int = 0) -> dict:
+    """Random tensors with the shapes listed in an official key file (the int64 buffer gets real indices)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for line in (KEYS / name).read_text().splitlines():
+        key, shape = line.split('\t')
+        shape = [int(s) for s in shape.strip('[]').split(',') if s.strip()]
+        sd[key] = relative_position_index(16) if key == 'relative_position_index_SA' else torch.randn(shape,
+                                                                                                       generator=g)
+    return sd
+
+
+# ----------------------------------------------------------------------------------------------- sizes, keys
+@pytest.mark.parametrize('scale,fke,expected', [(2, False, 753_204), (3, False, 759_699), (4, False, 768_792),
+                                                (2, True, 1_163_108), (3, True, 1_169_603), (4, True, 1_178_696)])
+def test_parameter_counts_match_table5(scale, fke, expected):
+    model = ATD(upscale=scale, fke=fke)
+    assert count_parameters(model) == expected
+    if fke:  # FKE cost is scale-independent: first column 92,000, later ones 105,968 (spec §4.6)
+        assert [count_parameters(m) for m in model.ker_ests] == [92_000, 105_968, 105_968, 105_968]
+
+
+def test_official_atd_light_checkpoint_loads_strictly():
+    sd = _official_state_dict('atd_light_x2_official_keys.txt')
+    assert len(sd) == 683
+    model = ATD(upscale=2)
+    model.load_state_dict(sd, strict=True)
+    for key in ('layers.3.residual_group.layers.4.attn_atd.scale', 'upsample.0.weight', 'patch_embed.norm.bias'):
+        assert torch.equal(model.state_dict()[key], sd[key])
+    report = load_atd_pretrained(ATD(upscale=2), {'params_ema': sd})
+    assert len(report.loaded) == 683 and report.left_at_init == []
+
+
+def test_official_atd_fke_checkpoint_loads_strictly():
+    sd = _official_state_dict('atd_light_fke_x2_official_keys.txt', seed=1)
+    assert len(sd) == 989
+    model = ATD(upscale=2, fke=True)
+    model.load_state_dict(sd, strict=True)  # the pre-hook renames ker_ests.* onto our FKE names
+    ours = model.state_dict()
+    assert torch.equal(ours['ker_ests.2.proj_kernel.weight'], sd['ker_ests.2.feature_extract.intro_inp.0.weight'])
+    assert torch.equal(ours['ker_ests.1.fuse.weight'], sd['ker_ests.1.deblur_feature1.0.weight'])
+    report = load_atd_pretrained(ATD(upscale=2, fke=True), {'params': {f'module.{k}': v for k, v in sd.items()}},
+                                 param_key='params')
+    assert len(report.loaded) == 989 and report.left_at_init == []
+
+
+def test_atd_light_weights_into_fke_model_report_fke_keys():
+    sd = _official_state_dict('atd_light_x2_official_keys.txt')
+    model = ATD(upscale=2, fke=True)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith('ker_ests.')}
+    report = load_atd_pretrained(model, sd)
+    assert len(report.fke_left_at_init) == 306 and set(report.fke_left_at_init) == set(before)
+    assert len(report.loaded) == 683 and report.upsampler_left_at_init == []
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # FKE untouched
+    assert torch.equal(model.state_dict()['layers.1.conv.weight'], sd['layers.1.conv.weight'])
+    assert 'FKE keys left at init: 306' in str(report)
+
+
+def test_x2_to_x3_finetune_loads_all_but_upsampler():
+    x2 = ATD(upscale=2, fke=True)
+    x3 = ATD(upscale=3, fke=True)
+    report = load_atd_pretrained(x3, {'params': x2.state_dict()})
+    assert [k for k, _, _ in report.upsampler_left_at_init] == ['upsample.0.weight', 'upsample.0.bias']
+    assert report.upsampler_left_at_init[0][1:] == ((12, 48, 3, 3), (27, 48, 3, 3))
+    assert report.fke_left_at_init == [] and len(report.loaded) == 989 - 2
+    sd2, sd3 = x2.state_dict(), x3.state_dict()
+    assert all(torch.equal(sd2[k], sd3[k]) for k in report.loaded)
+
+
+def test_loading_errors_are_readable():
+    fke_sd = ATD(**TINY, fke=True).state_dict()
+    with pytest.raises(ValueError, match='fke: false'):
+        load_atd_pretrained(ATD(**TINY), fke_sd)
+    with pytest.raises(ValueError, match='missing'):
+        load_atd_pretrained(ATD(**TINY, fke=True), ATD(**TINY).state_dict(), allow_missing_fke=False)
+    with pytest.raises(ValueError, match='shape'):
+        load_atd_pretrained(ATD(**TINY, upscale=3), ATD(**TINY).state_dict(), allow_upsampler_change=False)
+    with pytest.raises(ValueError, match='test_mode'):
+        ATD(test_mode='tiles')
+    with pytest.raises(ValueError, match='upsampler'):
+        ATD(upsampler='pixelshuffle')
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+def test_symmetric_pad_matches_numpy():
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    ref = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 3), (0, 1)), mode='symmetric')
+    assert torch.equal(symmetric_pad(x, 8)[..., :, :8], torch.from_numpy(ref)[..., :, :8])
+    assert symmetric_pad(torch.rand(1, 1, 3, 2), 16).shape[-2:] == (16, 16)  # shorter than its padding
+
+
+@pytest.mark.parametrize('h,w', [(8, 12), (10, 13), (4, 7)])
+def test_window_partition_against_loops(h, w):
+    ws = 4
+    x = torch.randn(2, h, w, 3)
+    win = window_partition(x, ws)
+    rows = list(range(0, h - ws + 1, ws)) + ([h - ws] if h % ws else [])
+    cols = list(range(0, w - ws + 1, ws)) + ([w - ws] if w % ws else [])
+    ref = torch.stack([x[:, r:r + ws, c:c + ws].reshape(2, ws * ws, 3) for r in rows for c in cols], 1)
+    assert torch.equal(win, ref)
+    assert torch.equal(window_reverse(win, ws, h, w), x)
+
+
+def _ref_window_attention(mod: WindowAttention, qkv: torch.Tensor, h: int, w: int, shift: int) -> torch.Tensor:
+    """Loop reference: per window, dense attention with explicit bias/mask; edge windows own only the remainder."""
+    b, _, c3 = qkv.shape
+    ws, nh, c = mod.window_size, mod.num_heads, c3 // 3
+    x = qkv.reshape(b, h, w, c3)
+    if shift:
+        x = torch.roll(x, (-shift, -shift), (1, 2))
+
+    def region(p, size):
+        return 0 if p < size - ws else (1 if p < size - shift else 2)
+
+    def owner_start(p, size):
+        return (p // ws) * ws if p < (size // ws) * ws else size - ws
+
+    out = torch.zeros(b, h, w, c)
+    rows = list(range(0, h - ws + 1, ws)) + ([h - ws] if h % ws else [])
+    cols = list(range(0, w - ws + 1, ws)) + ([w - ws] if w % ws else [])
+    pos = [(i // ws, i % ws) for i in range(ws * ws)]
+    for r in rows:
+        for c0 in cols:
+            tok = x[:, r:r + ws, c0:c0 + ws].reshape(b, ws * ws, 3, nh, c // nh)
+            q, k, v = tok[:, :, 0].transpose(1, 2), tok[:, :, 1].transpose(1, 2), tok[:, :, 2].transpose(1, 2)
+            bias = torch.zeros(nh, ws * ws, ws * ws)
+            mask = torch.zeros(ws * ws, ws * ws)
+            for i, (yi, xi) in enumerate(pos):
+                for j, (yj, xj) in enumerate(pos):
+                    row = (yi - yj + ws - 1) * (2 * ws - 1) + (xi - xj + ws - 1)
+                    bias[:, i, j] = mod.relative_position_bias_table[row]
+                    if shift and (region(r + yi, h), region(c0 + xi, w)) != (region(r + yj, h), region(c0 + xj, w)):
+                        mask[i, j] = -100.0
+            attn = (q @ k.transpose(-2, -1)) / math.sqrt(c // nh) + bias + mask
+            o = mod.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, ws * ws, c))
+            for i, (yi, xi) in enumerate(pos):
+                gy, gx = r + yi, c0 + xi
+                if owner_start(gy, h) == r and owner_start(gx, w) == c0:
+                    out[:, gy, gx] = o[:, i]
+    if shift:
+        out = torch.roll(out, (shift, shift), (1, 2))
+    return out.reshape(b, h * w, c)
+
+
+@pytest.mark.parametrize('h,w,shift', [(8, 8, 0), (8, 12, 2), (10, 13, 0), (10, 13, 2)])
+def test_window_attention_against_loop_reference(h, w, shift):
+    torch.manual_seed(0)
+    mod = WindowAttention(8, 4, 2)
+    with torch.no_grad():
+        mod.relative_position_bias_table.normal_()
+    qkv = torch.randn(2, h * w, 24)
+    geo = _Geometry((h, w), shifted_window_mask(h, w, 4, 2), relative_position_index(4))
+    with torch.no_grad():
+        torch.testing.assert_close(mod(qkv, geo, shift), _ref_window_attention(mod, qkv, h, w, shift),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('n,group', [(12, 5), (12, 12), (16, 4)])
+def test_category_attention_against_loop_reference(n, group):
+    torch.manual_seed(1)
+    b, c, heads, m = 2, 8, 2, 16
+    mod = CategoryAttention(c, heads, group)
+    with torch.no_grad():
+        mod.logit_scale.fill_(0.7)
+    qkv = torch.randn(b, n, 3 * c)
+    # distinct categories per token, so any sort gives the same grouping as the reference's
+    cats = torch.stack([torch.randperm(m)[:n] for _ in range(b)])
+    sim = torch.rand(b, n, m).scatter_(2, cats[..., None], 5.0).softmax(-1)
+    out = torch.zeros(b, n, c)
+    for bi in range(b):
+        order = np.argsort(cats[bi].numpy(), kind='stable')
+        seq = qkv[bi, torch.from_numpy(order)]
+        gs = min(n, group)
+        pad = math.ceil(n / gs) * gs - n
+        seq = torch.cat([seq, seq[n - pad:].flip(0)]) if pad else seq
+        res = torch.zeros(len(seq), c)
+        for g0 in range(0, len(seq), gs):
+            for hd in range(heads):
+                sl = slice(hd * c // heads, (hd + 1) * c // heads)
+                q, k, v = (seq[g0:g0 + gs, part * c:(part + 1) * c][:, sl] for part in range(3))
+                res[g0:g0 + gs, sl] = ((q @ k.T) * math.exp(0.7)).softmax(-1) @ v
+        for i, src in enumerate(order):
+            out[bi, src] = res[i]
+    with torch.no_grad():
+        torch.testing.assert_close(mod(qkv, sim), mod.proj(out), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- forward
+@pytest.mark.parametrize('scale,fke,mode', [(2, False, 'pad'), (4, True, 'tile')])
+def test_full_model_shapes_non_multiple_batch2(scale, fke, mode):
+    model = ATD(upscale=scale, fke=fke, test_mode=mode).eval()
+    x = torch.rand(2, 3, 11, 13)  # one 16×16 window after padding: cheap on CPU
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 3, 11 * scale, 13 * scale) and torch.isfinite(y).all()
+
+
+def _tiny(fke: bool, mode: str, scale: int = 2, seed: int = 0) -> ATD:
+    torch.manual_seed(seed)
+    return ATD(upscale=scale, fke=fke, test_mode=mode, **TINY).eval()
+
+
+@pytest.mark.parametrize('fke', [False, True])
+@pytest.mark.parametrize('mode', ['pad', 'whole', 'tile'])
+def test_batch_equals_per_sample(fke, mode):
+    model = _tiny(fke, mode)
+    x = torch.rand(2, 3, 19, 22)  # not a multiple of the window (4); several 16-tiles
+    with torch.no_grad():
+        y = model(x)
+        singles = torch.cat([model(x[i:i + 1]) for i in range(2)])
+    assert y.shape == (2, 3, 38, 44)
+    torch.testing.assert_close(y, singles, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('fke', [False, True])
+def test_tile_equals_whole_when_image_fits_one_tile(fke):
+    whole, tile = _tiny(fke, 'whole'), _tiny(fke, 'tile')
+    tile.load_state_dict(whole.state_dict())
+    x = torch.rand(2, 3, 14, 15)  # <= tile size 16: a single tile, no blending
+    with torch.no_grad():
+        torch.testing.assert_close(tile(x), whole(x), rtol=0, atol=1e-6)
+
+
+def test_pad_equals_whole_on_window_multiples_and_differs_otherwise():
+    pad, whole = _tiny(False, 'pad'), _tiny(False, 'whole')
+    whole.load_state_dict(pad.state_dict())
+    x = torch.rand(1, 3, 12, 16)
+    with torch.no_grad():
+        assert torch.equal(pad(x), whole(x))
+        x = torch.rand(1, 3, 10, 13)
+        assert not torch.allclose(pad(x), whole(x))
+        x = torch.rand(2, 3, 3, 2)  # below one window: 'whole' falls back to the mirror padding
+        assert torch.equal(pad(x), whole(x)) and pad(x).shape == (2, 3, 6, 4)
+
+
+def test_tile_mode_matches_manual_tiling_of_whole_image_features():
+    from fke_basicsr.tiling import TileGrid
+
+    model = _tiny(True, 'tile', scale=3)
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        y = model(x)
+        mean = model.mean
+        feat = model.conv_first(x - mean)  # conv_first sees the whole image, tiles start after it (spec §3.2)
+        grid = TileGrid((21, 30), 16, 4)
+        out = torch.zeros(1, 3, 63, 90)
+        for k, (r, c, h, w) in enumerate(grid.boxes()):
+            tile = feat[:, :, r:r + h, c:c + w]
+            hr = model.upsample(model.conv_after_body(model.forward_body(tile)) + tile)
+            out[:, :, 3 * r:3 * (r + h), 3 * c:3 * (c + w)] += hr * grid.weight(k, 3)
+    assert len(grid) == 6  # rows [0, 5], cols [0, 12, 14]
+    torch.testing.assert_close(y, out + mean, rtol=1e-5, atol=1e-5)
+
+
+def test_training_forward_ignores_tiling_and_backpropagates():
+    model = _tiny(True, 'tile').train()
+    x = torch.rand(2, 3, 20, 20, requires_grad=True)  # larger than a tile: training still runs it whole
+    y = model(x)
+    ref = _tiny(True, 'whole')
+    ref.load_state_dict(model.state_dict())
+    ref.train()
+    torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
+    y.mean().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith('ker_ests.1.'))
+    ckpt = ATD(upscale=2, fke=True, use_checkpoint=True, **TINY).train()  # activation checkpointing: same grads
+    ckpt.load_state_dict(model.state_dict())
+    ckpt(x.detach()).mean().backward()
+    for (name, p), q in zip(model.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------------------------- BasicSR
+def _tiny_sr_folder(root: Path, scale: int, n: int = 2, lr: int = 16) -> tuple[Path, Path]:
+    import cv2
+    rng = np.random.default_rng(0)
+    gt_dir, lq_dir = root / 'HR', root / f'LR_bicubic/X{scale}'
+    gt_dir.mkdir(parents=True)
+    lq_dir.mkdir(parents=True)
+    for i in range(n):
+        hr = cv2.resize(rng.uniform(0, 255, (6, 6, 3)).astype(np.float32), (lr * scale, lr * scale),
+                        interpolation=cv2.INTER_CUBIC).clip(0, 255).round().astype(np.uint8)
+        cv2.imwrite(str(gt_dir / f'im{i}.png'), hr)
+        cv2.imwrite(str(lq_dir / f'im{i}.png'), cv2.resize(hr, (lr, lr), interpolation=cv2.INTER_AREA))
+    return gt_dir, lq_dir
+
+
+@pytest.mark.parametrize('yml', ['train_ATD_light_FKE_SRx2_scratch.yml', 'train_ATD_light_SRx3_scratch.yml'])
+def test_two_training_iterations_from_yaml(tmp_path, yml):
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+    from fke_basicsr.options import load_yaml
+
+    opt = load_yaml(REPO / 'options/train/SR' / yml)
+    scale = opt['scale']
+    gt_dir, lq_dir = _tiny_sr_folder(tmp_path / 'data', scale)
+    train = opt['datasets']['train']
+    train.update(dataroot_gt=str(gt_dir), dataroot_lq=str(lq_dir), io_backend={'type': 'disk'}, gt_size=16 * scale,
+                 batch_size_per_gpu=2, num_worker_per_gpu=0, phase='train', scale=scale)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['path'].update(experiments_root=str(tmp_path / 'exp'), models=str(tmp_path / 'exp/models'),
+                       training_states=str(tmp_path / 'exp/states'), log=str(tmp_path / 'exp'),
+                       visualization=str(tmp_path / 'exp/vis'))
+    model = build_model(opt)
+    assert type(model.optimizer_g) is torch.optim.AdamW and model.optimizer_g.defaults['betas'] == (0.9, 0.9)
+    net = model.get_bare_model(model.net_g)
+    assert isinstance(net, ATD) and net.upscale == scale and count_parameters(net) == (
+        1_163_108 if net.ker_ests is not None else 759_699)
+    batch = next(iter(torch.utils.data.DataLoader(build_dataset(train), batch_size=2)))
+    assert batch['lq'].shape == (2, 3, 16, 16) and batch['gt'].shape == (2, 3, 16 * scale, 16 * scale)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    for it in (1, 2):
+        model.update_learning_rate(it, warmup_iter=opt['train']['warmup_iter'])
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+        assert math.isfinite(model.log_dict['l_pix'])
+    assert model.get_current_learning_rate()[0] == pytest.approx(float(opt['train']['optim_g']['lr']) * 2 /
+                                                                 opt['train']['warmup_iter'])
+    assert not torch.equal(start['conv_first.weight'], net.state_dict()['conv_first.weight'])
+    model.feed_data({'lq': batch['lq'][:1, :, :13, :11]})
+    model.test()  # EMA network, eval geometry of the YAML (tile for FKE, pad otherwise)
+    assert model.output.shape == (1, 3, 13 * scale, 11 * scale)
+
+
+def test_yaml_recipes_are_consistent():
+    from fke_basicsr.options import load_yaml
+
+    train_files = sorted((REPO / 'options/train/SR').glob('train_ATD_light*.yml'))
+    test_files = sorted((REPO / 'options/test/SR').glob('test_ATD_light*.yml'))
+    assert len(train_files) == 10 and len(test_files) == 6
+    for path in train_files:
+        opt = load_yaml(path)
+        s, net, tr = opt['scale'], opt['network_g'], opt['train']
+        assert net['upscale'] == s and net['fke'] == ('_FKE_' in path.name)
+        assert opt['datasets']['train']['gt_size'] == 64 * s and f'X{s}' in opt['datasets']['train']['dataroot_lq']
+        assert tr['optim_g']['type'] == 'AdamW' and tr['optim_g']['betas'] == [0.9, 0.9] and tr['ema_decay'] == 0.999
+        assert all(m['crop_border'] == s and m['test_y_channel'] for m in opt['val']['metrics'].values())
+        if 'finetune' in path.name:
+            assert (tr['total_iter'], float(tr['optim_g']['lr']), tr['warmup_iter']) == (250_000, 2e-4, 10_000)
+            assert opt['path']['strict_load_g'] is False and 'SRx2_scratch' in opt['path']['pretrain_network_g']
+            assert ('_FKE_' in opt['path']['pretrain_network_g']) == net['fke']
+        else:
+            assert (tr['total_iter'], float(tr['optim_g']['lr']), tr['warmup_iter']) == (500_000, 5e-4, 20_000)
+        assert 'Table 5' in path.read_text().splitlines()[4] or 'Table 5' in path.read_text()[:600]
+    for path in test_files:
+        opt = load_yaml(path)
+        s = opt['scale']
+        names = [d['name'] for d in opt['datasets'].values()]
+        assert names == ['Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109']
+        assert all(d['dataroot_lq'].endswith(f'LR_bicubic/X{s}') for d in opt['datasets'].values())
+        assert all(m['crop_border'] == s and m['test_y_channel'] for m in opt['val']['metrics'].values())
+        assert 'Table 5' in path.read_text()[:400]
