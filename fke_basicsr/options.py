@@ -107,6 +107,12 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
         if required not in opt:
             raise OptionsError(f'{source}: missing required key `{required}`.')
     _check_type('model_type', opt['model_type'], MODEL_REGISTRY, 'model')
+    model_check = getattr(MODEL_REGISTRY.get(opt['model_type']), 'check_options', None)
+    if callable(model_check):  # our models validate their train/val sections before any folder is made
+        try:
+            model_check({**opt, 'is_train': is_train})
+        except ValueError as err:
+            raise OptionsError(f'{source}: {err}') from None
     for net_key in ('network_g', 'network_d'):
         if net_key in opt:
             _check_type(f'{net_key}.type', (opt[net_key] or {}).get('type'), ARCH_REGISTRY, 'arch')

@@ -29,8 +29,8 @@ import numpy as np
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 KERNEL_SIZE = 21
-LENGTHS = (3, 5, 7, 9, 11, 13)  # motion lengths in pixels; each kernel draws one, and a uniform angle in [0, 180)
-NOISE_SIGMA = (0.0, 0.01)  # per image, uniform, on the [0, 1] scale: "mild" noise
+LENGTHS = (7, 9, 11, 13, 15, 17, 19)  # motion lengths in pixels; each kernel draws one, and a uniform angle in [0, 180)
+NOISE_SIGMA = (0.0, 0.005)  # per image, uniform, on the [0, 1] scale: "mild" noise
 VAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry')  # colour photos
 TRAIN_PHOTOS = VAL_PHOTOS + ('hubble_deep_field', 'retina', 'colorwheel', 'camera', 'coins', 'moon', 'brick', 'grass',
                              'gravel', 'clock', 'text', 'page')
@@ -130,14 +130,20 @@ def write_lmdb(split_dir: str) -> None:
                                 osp.getsize(osp.join(folder, n)) for n in names))
 
 
-def is_complete(out: str) -> bool:
-    return osp.isfile(osp.join(out, DONE_MARKER))
+def is_complete(out: str, seed: int = 0) -> bool:
+    """True when ``out`` was fully built with this script's current seed, kernel lengths and noise."""
+    try:
+        with open(osp.join(out, DONE_MARKER)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (meta.get('seed'), meta.get('lengths'), meta.get('noise_sigma')) == (seed, list(LENGTHS), list(NOISE_SIGMA))
 
 
 def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int = 0, force: bool = False,
                       lmdb: bool = True) -> str:
     """Build the dataset under ``out`` (skipped when complete unless ``force``); returns ``out``."""
-    if is_complete(out) and not force:
+    if is_complete(out, seed) and not force:
         print(f'Demo dataset already present at {out} (delete it or pass --force to rebuild).')
         return out
     import fke_basicsr  # noqa: F401  (compat shims before basicsr is imported)

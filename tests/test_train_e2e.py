@@ -175,6 +175,7 @@ def test_bad_options_fail_before_training(tmp_path, data, names, case, key):
     assert proc.returncode != 0
     assert key in out, out[-2000:]
     assert 'Start training' not in out
+    assert not osp.exists(osp.join(ROOT, 'experiments', name))  # checked before any folder is made
 
 
 def test_torchrun_two_cpu_processes(tmp_path, data, names):
