@@ -52,8 +52,10 @@ def test_tables_1_to_4_on_fixtures(tmp_path, monkeypatch):
     out = tmp_path / 'tables'
     argv = ['--data-root', str(data), '--out', str(out), '--tables', '1,2,3,4,6', '--device', 'cpu',
             '--realblur-pad', '48', '40', '--limit', '3', '--complexity-size', '32']
+    tiled = {**TINY, 'sub_image': True, 'sub_image_size': 32, 'overlap_size': 16}  # GoPro/REDS protocol: tiling
     for k in keys:
-        argv += ['--ckpt', f'{k}={ckpt}', '--net', f'{k}={json.dumps(TINY)}']
+        net = tiled if k in ('gopro', 'reds') else TINY
+        argv += ['--ckpt', f'{k}={ckpt}', '--net', f'{k}={json.dumps(net)}']
     assert rt.main(argv) == 0
 
     md = (out / 'tables.md').read_text()
@@ -88,4 +90,5 @@ def test_tables_1_to_4_on_fixtures(tmp_path, monkeypatch):
     ni, no = (int(got[('4', 'DPDD', s, 'MAE')]['n_images']) for s in ('indoor', 'outdoor'))
     assert comb == pytest.approx((ni * i + no * o) / (ni + no), abs=1e-12)
     assert 'whole image (no tiling)' in md  # the protocol label names the inference mode used
+    assert 'tiling 32/16' in md
     assert '| Method | Dataset | Split | Metric | Ours | Paper | Δ | n | Protocol |' in md

@@ -107,12 +107,11 @@ def _check_known(section: str, keys: Iterable[str], known: Iterable[str]) -> Non
 
 
 def _atomic_torch_save(obj: Any, path: str, retries: int = 3) -> None:
-    """torch.save to ``path.tmp`` then os.replace: a kill mid-write never leaves a truncated checkpoint."""
-    tmp = f'{path}.tmp'
+    """Atomic torch.save (a kill mid-write never leaves a truncated checkpoint), retried like BasicSR's save."""
+    from fke_basicsr.checkpoints import save_state_dict_atomic
     for attempt in range(retries):
         try:
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
+            save_state_dict_atomic(obj, path)
             return
         except OSError as err:  # e.g. a network file system hiccup; BasicSR retries the same way
             get_root_logger().warning(f'Saving {path} failed ({err}); {retries - attempt - 1} retries left.')
