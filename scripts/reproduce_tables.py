@@ -461,10 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                          '(Table 5 comes from --plugin)')
     if args.limit is not None and args.limit < 1:
         raise ValueError(f'--limit: expected a positive number of images, got {args.limit}')
-    torch.set_grad_enabled(False)
     ctx = Context(args.data_root, ckpts, nets, args.device, args.limit, args.lpips_alexnet, ablations,
                   not args.no_complexity, tuple(args.realblur_pad), args.complexity_size)
-    results = {t: TABLE_BUILDERS[t](ctx) for t in tables}
+    with torch.no_grad():  # scoped: main() is also called in-process (tests, notebooks)
+        results = {t: TABLE_BUILDERS[t](ctx) for t in tables}
     md = write_outputs(args.out, results, args.limit)
     print(md.read_text())
     print(f'wrote {md} and {args.out}/table*.csv')

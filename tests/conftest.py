@@ -60,3 +60,12 @@ def experiment_name(request):
 @pytest.fixture
 def paired_data(tmp_path):
     return write_paired_folder(tmp_path / 'data')
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_restored():
+    """A test (or the code it calls in-process) must not leave autograd switched off for the tests after it."""
+    yield
+    enabled = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
+    assert enabled, 'autograd was left disabled (torch.set_grad_enabled(False) without restore)'
