@@ -53,7 +53,12 @@ DEFAULT_NETS = {
     'realblur_r': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': False},
     'realblur_j': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': False},
     'dpdd': {'type': 'DeepRFTv2', 'variant': 'S', 'sub_image': False},
+    # Table 5: ATD-light ± FKE (options/test/SR); the FKE models evaluate with 64-tiles as the authors
+    **{f'sr{"_fke" if fke else ""}_x{s}': {'type': 'ATD', 'upscale': s, 'fke': fke} for s in (2, 3, 4)
+       for fke in (False, True)},
 }
+SR_SETS = (('Set5', 'Set5'), ('Set14', 'Set14'), ('BSD100', 'B100'), ('Urban100', 'Urban100'),
+           ('Manga109', 'Manga109'))  # (folder written by prepare_sr_benchmarks.py, the paper's column name)
 REALBLUR_PAD = (776, 680)  # H×W every RealBlur frame is zero-padded to (bottom/right), as in training
 
 
@@ -322,6 +327,41 @@ def table4(ctx: Context):
     return cells, notes
 
 
+@register_table(5)
+def table5(ctx: Context):
+    """Lightweight SR: PSNR/SSIM on Y (BasicSR's MATLAB-style BT.601), crop border = scale, uint8 SR output."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    cells, notes = [], []
+    for key in sorted(k for k in DEFAULT_NETS if k.startswith('sr')):
+        ckpt = _need(ctx, key)
+        if ckpt is None:
+            notes.append(f'{key}: skipped (no --ckpt {key}=...)')
+            continue
+        opt = ctx.nets[key]
+        scale = int(opt.get('upscale', 2))
+        method = 'ATD-light+FKE' if opt.get('fke') else 'ATD-light'
+        net = build(opt, ckpt, ctx.device)
+        proto = f'PSNR/SSIM on Y (BT.601, [16,235]), crop border {scale}, uint8 output'
+        for folder, column in SR_SETS:
+            base = ctx.data_root / 'SR_benchmarks' / folder
+            if not base.is_dir():
+                notes.append(f'{column}: {base} missing (run scripts/data_preparation/prepare_sr_benchmarks.py)')
+                continue
+            pairs = pairs_of(base / 'LR_bicubic' / f'X{scale}', base / 'HR', f'{column} x{scale}', ctx.limit)
+            psnr, ssim = [], []
+            for _, lr, hr in pairs:
+                x = torch.from_numpy(read_rgb(lr).transpose(2, 0, 1).copy()).float().div(255)[None].to(ctx.device)
+                with torch.no_grad():
+                    sr = net(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+                pred = to_uint8(sr)[..., ::-1]  # BasicSR's Y conversion expects BGR
+                gt = read_rgb(hr)[: pred.shape[0], : pred.shape[1], ::-1]
+                psnr.append(calculate_psnr(pred, gt, crop_border=scale, test_y_channel=True))
+                ssim.append(calculate_ssim(pred, gt, crop_border=scale, test_y_channel=True))
+            scores = {'PSNR_Y': mean_of_images(psnr), 'SSIM_Y': mean_of_images(ssim)}
+            cells += _cells(5, method, column, f'x{scale}', scores, proto)
+    return cells, notes
+
+
 def _ablation_table(number: int, rows: dict, ctx: Context):
     cells, notes = [], []
     chosen = {k.split(':', 1)[1]: v for k, v in ctx.ablations.items() if k.startswith(f'T{number}:')}
@@ -458,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [t for t in tables if t not in TABLE_BUILDERS]
     if missing:
         raise ValueError(f'--tables: no builder for table(s) {missing}; available {sorted(TABLE_BUILDERS)} '
-                         '(Table 5 comes from --plugin)')
+                         '(more can be added with --plugin)')
     if args.limit is not None and args.limit < 1:
         raise ValueError(f'--limit: expected a positive number of images, got {args.limit}')
     ctx = Context(args.data_root, ckpts, nets, args.device, args.limit, args.lpips_alexnet, ablations,

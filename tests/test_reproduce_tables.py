@@ -92,3 +92,47 @@ def test_tables_1_to_4_on_fixtures(tmp_path, monkeypatch):
     assert 'tiling 32/16' in md  # the protocol label names the inference mode used
     assert torch.is_grad_enabled()  # main() leaves the caller's grad mode alone
     assert '| Method | Dataset | Split | Metric | Ours | Paper | Δ | n | Protocol |' in md
+
+
+def test_table5_scores_sr_checkpoints_on_y_with_the_papers_values(tmp_path):
+    """Table 5 (issue [sr]): ATD-light ± FKE on the SR benchmark layout, Y-channel PSNR/SSIM, crop = scale."""
+    import cv2
+    import numpy as np
+    from basicsr.archs import build_network
+    from basicsr.metrics import calculate_psnr
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / 'datasets'
+    for folder in ('Set5', 'Urban100'):
+        for i in range(2):
+            hr = cv2.resize(rng.uniform(0, 255, (8, 8, 3)).astype(np.float32), (24, 24),
+                            interpolation=cv2.INTER_CUBIC).clip(0, 255).round().astype(np.uint8)
+            (data / 'SR_benchmarks' / folder / 'HR').mkdir(parents=True, exist_ok=True)
+            (data / 'SR_benchmarks' / folder / 'LR_bicubic' / 'X2').mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(data / 'SR_benchmarks' / folder / 'HR' / f'img{i}.png'), hr)
+            cv2.imwrite(str(data / 'SR_benchmarks' / folder / 'LR_bicubic' / 'X2' / f'img{i}.png'),
+                        cv2.resize(hr, (12, 12), interpolation=cv2.INTER_AREA))
+    tiny = {'type': 'ATD', 'upscale': 2, 'embed_dim': 12, 'depths': [1], 'num_heads': [2], 'window_size': 4,
+            'category_size': 16, 'num_tokens': 8, 'reducted_dim': 4}
+    torch.manual_seed(0)
+    net = build_network(dict(tiny)).eval()
+    ckpt = tmp_path / 'atd.pth'
+    torch.save({'params': net.state_dict()}, ckpt)
+    rt = _load(ROOT / 'scripts' / 'reproduce_tables.py', 'reproduce_tables')
+    out = tmp_path / 'tables'
+    assert rt.main(['--data-root', str(data), '--out', str(out), '--tables', '5', '--device', 'cpu',
+                    '--ckpt', f'sr_x2={ckpt}', '--net', f'sr_x2={json.dumps(tiny)}']) == 0
+    rows = {(r['dataset'], r['split'], r['metric']): r for r in csv.DictReader(open(out / 'all_tables.csv'))}
+    cell = rows[('Urban100', 'x2', 'PSNR_Y')]
+    assert cell['method'] == 'ATD-light' and float(cell['paper']) == 33.27 and int(cell['n_images']) == 2
+    # the value is BasicSR's Y PSNR (crop border 2) of the uint8 SR output, averaged over the set's images
+    ref = []
+    for i in range(2):
+        lr = cv2.imread(str(data / 'SR_benchmarks' / 'Urban100' / 'LR_bicubic' / 'X2' / f'img{i}.png'))
+        x = torch.from_numpy(lr[..., ::-1].transpose(2, 0, 1).copy()).float().div(255)[None]
+        with torch.no_grad():
+            sr = np.rint(net(x).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., ::-1]
+        hr = cv2.imread(str(data / 'SR_benchmarks' / 'Urban100' / 'HR' / f'img{i}.png'))
+        ref.append(calculate_psnr(sr, hr, crop_border=2, test_y_channel=True))
+    assert float(cell['value']) == pytest.approx(float(np.mean(ref)), abs=1e-6)
+    assert 'B100' not in {d for d, _, _ in rows}  # sets that are absent are noted, not scored
