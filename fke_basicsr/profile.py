@@ -405,14 +405,7 @@ def count_macs(model: nn.Module, x: Tensor, stub_scan: bool = True) -> MacReport
     if not isinstance(x, Tensor) or x.dim() < 3 or x.shape[0] != 1:
         raise ValueError(f'x must be one input with batch size 1, got '
                          f'{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}')
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _MacCounter(model, stub_scan) as report:
-            model(x)
-    finally:
-        model.train(was_training)
-    return report
+    return _counted_forward(model, x, _MacCounter(model, stub_scan))
 
 
 # ------------------------------------------------------------------------------------------------ FFT / scan counts
@@ -532,10 +525,15 @@ def count_all(model: nn.Module, x: Tensor, stub_scan: bool = True) -> tuple[MacR
 
 def count_fft_and_scan(model: nn.Module, x: Tensor, stub_scan: bool = True) -> OpReport:
     """One eval-mode no_grad forward of ``model`` on ``x`` under :func:`count_ops` (``stub_scan``: see count_macs)."""
+    return _counted_forward(model, x, count_ops(model, stub_scan))
+
+
+def _counted_forward(model: nn.Module, x: Tensor, counter):
+    """One eval-mode, no_grad forward inside the counting context ``counter``; returns what it yields."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), count_ops(model, stub_scan) as report:
+        with torch.no_grad(), counter as report:
             model(x)
     finally:
         model.train(was_training)
