@@ -231,3 +231,18 @@ def test_lpips_alexnet_from_local_file_matches_lpips_package(tmp_path, monkeypat
     assert float(ref(t(x), t(y), normalize=True)) == pytest.approx(d, abs=1e-6)
     monkeypatch.setenv(dpdd_metric.LPIPS_ENV, str(path))
     assert dpdd_metric.resolve_alexnet_weights() == path
+
+
+def test_registered_metrics_take_basicsrs_better_option_through_calculate_metric():
+    """BasicSR passes every metric option, `better` included, to the function (options/*/DPDD use better: lower)."""
+    from basicsr.metrics import calculate_metric
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    pred = np.clip(gt.astype(int) + rng.integers(-9, 10, gt.shape), 0, 255).astype(np.uint8)
+    for name in ('calculate_psnr_rgb', 'calculate_ssim_matlab', 'calculate_ssim_channelwise', 'calculate_mae',
+                 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_realblur_psnr', 'calculate_realblur_ssim'):
+        plain = calculate_metric({'img': pred, 'img2': gt}, {'type': name})
+        ranked = calculate_metric({'img': pred, 'img2': gt}, {'type': name, 'better': 'lower'})
+        assert np.isfinite(plain) and ranked == plain, name
+    with pytest.raises(ValueError, match='better'):
+        calculate_metric({'img': pred, 'img2': gt}, {'type': 'calculate_mae', 'better': 'smaller'})

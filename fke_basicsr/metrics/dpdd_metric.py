@@ -21,7 +21,8 @@ from skimage.metrics import structural_similarity
 
 from basicsr.utils.registry import METRIC_REGISTRY
 
-from fke_basicsr.metrics.metric_util import Aggregate, check_pair, mean_of_images, to_unit_float, weighted_mean
+from fke_basicsr.metrics.metric_util import (accepts_better, Aggregate, check_pair, mean_of_images,
+                                               to_unit_float, weighted_mean)
 from fke_basicsr.metrics.psnr_metric import psnr_from_mse
 from fke_basicsr.registry import register
 
@@ -56,18 +57,21 @@ def mae(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_dpdd_psnr(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC') -> float:
     """DPDD PSNR of prediction ``img`` vs ground truth ``img2`` (any channel order)."""
     return dpdd_psnr(*check_pair(img, img2, input_order))
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_dpdd_ssim(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC') -> float:
     """DPDD SSIM (skimage default window) of prediction ``img`` vs ground truth ``img2`` (any channel order)."""
     return dpdd_ssim(*check_pair(img, img2, input_order))
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_mae(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC') -> float:
     """MAE on [0,1] of prediction ``img`` vs ground truth ``img2``."""
     return mae(*check_pair(img, img2, input_order))
@@ -160,6 +164,7 @@ def lpips_rgb(pred_rgb: np.ndarray, gt_rgb: np.ndarray, alexnet_weights=None, de
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_lpips(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC', alexnet_weights: str | None = None,
                     device: str = 'cpu') -> float:
     """LPIPS-Alex of prediction ``img`` vs ground truth ``img2`` given as **BGR** (BasicSR convention)."""

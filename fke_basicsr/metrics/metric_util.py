@@ -1,6 +1,7 @@
 """Input checks, explicit data ranges and safe averaging shared by the protocol metrics (eval_protocols.md §2)."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -104,3 +105,14 @@ def weighted_mean(groups: Iterable[Aggregate]) -> Aggregate:
         return Aggregate(math.nan, 0, 0)
     mean = sum(g.mean * g.count for g in groups) / total
     return Aggregate(float(mean), total, sum(g.n_nonfinite for g in groups))
+
+
+def accepts_better(fn):
+    """Let a registered metric take BasicSR's ``better: higher|lower`` option, which BasicSR passes through to the
+    metric function with its other options (it only ranks results; it never changes the value)."""
+    @functools.wraps(fn)
+    def metric(*args, better: str | None = None, **kwargs):
+        if better not in (None, 'higher', 'lower'):
+            raise ValueError(f"{fn.__name__}: better must be 'higher' or 'lower', got {better!r}")
+        return fn(*args, **kwargs)
+    return metric

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from basicsr.utils.registry import METRIC_REGISTRY
 
-from fke_basicsr.metrics.metric_util import check_pair, peak_of
+from fke_basicsr.metrics.metric_util import accepts_better, check_pair, peak_of
 from fke_basicsr.registry import register
 
 PROTOCOL = 'P-RGB-u8'
@@ -21,6 +21,7 @@ def psnr_from_mse(mse: float, peak: float) -> float:
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_psnr_rgb(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, input_order: str = 'HWC',
                        data_range: float | None = None, **kwargs) -> float:
     """PSNR over all H·W·C values; the peak comes from the dtype (uint8 → 255) or ``data_range`` for floats.

@@ -25,7 +25,7 @@ from skimage.metrics import structural_similarity
 
 from basicsr.utils.registry import METRIC_REGISTRY
 
-from fke_basicsr.metrics.metric_util import check_pair, to_unit_float
+from fke_basicsr.metrics.metric_util import accepts_better, check_pair, to_unit_float
 from fke_basicsr.metrics.psnr_metric import psnr_from_mse
 from fke_basicsr.registry import register
 
@@ -163,6 +163,7 @@ def _cached_scores(img: np.ndarray, img2: np.ndarray, input_order: str, on_failu
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_realblur_psnr(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC',
                             on_failure: str = 'unaligned', crop_border: int = 0, **kwargs) -> float:
     """Aligned RealBlur PSNR of prediction ``img`` vs ground truth ``img2`` (uint8 **BGR**, BasicSR convention)."""
@@ -173,6 +174,7 @@ def calculate_realblur_psnr(img: np.ndarray, img2: np.ndarray, input_order: str 
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_realblur_ssim(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC',
                             on_failure: str = 'unaligned', crop_border: int = 0, **kwargs) -> float:
     """Aligned RealBlur SSIM of prediction ``img`` vs ground truth ``img2`` (uint8 **BGR**, BasicSR convention)."""

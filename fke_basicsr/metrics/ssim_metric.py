@@ -14,7 +14,7 @@ from scipy.ndimage import correlate1d
 
 from basicsr.utils.registry import METRIC_REGISTRY
 
-from fke_basicsr.metrics.metric_util import check_pair, peak_of
+from fke_basicsr.metrics.metric_util import accepts_better, check_pair, peak_of
 from fke_basicsr.registry import register
 
 PROTOCOL_3D = 'S-3D (MATLAB ssim on RGB volume, 11-tap Gaussian σ=1.5 on H,W,C, replicate pad)'
@@ -78,6 +78,7 @@ def _prepared(img, img2, crop_border, input_order, data_range, kwargs, fn_name):
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_ssim_matlab(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, input_order: str = 'HWC',
                           data_range: float | None = None, **kwargs) -> float:
     """MATLAB-style SSIM (S-3D) of prediction ``img`` vs ground truth ``img2``; uint8 → L=255.
@@ -89,6 +90,7 @@ def calculate_ssim_matlab(img: np.ndarray, img2: np.ndarray, crop_border: int = 
 
 
 @register(METRIC_REGISTRY)
+@accepts_better
 def calculate_ssim_channelwise(img: np.ndarray, img2: np.ndarray, crop_border: int = 0,
                                input_order: str = 'HWC', data_range: float | None = None, **kwargs) -> float:
     """Per-channel SSIM (S-2D-valid, BasicSR's stock definition) of ``img`` vs ``img2``."""
