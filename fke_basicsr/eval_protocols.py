@@ -151,8 +151,10 @@ TABLE6_MEMORY = {  # NAF+VS | VS | DMS, num, reversible -> training memory (MB) 
 TABLE7_ROWS = {
     'row01': ('no kernel estimator', 32.74), 'row02': ('Spatial kernels, input d1', 32.72),
     'row03': ('Fourier, no activation, input d1', 32.74), 'row04': ('Fourier + Act, input B', None),
-    'row05': ('Fourier + Act, input Ŝ', None), 'row06': ('Fourier + Act, input e1', None),
-    'row07': ('Fourier ⊕ addition + Act, input d1', None), 'row08': ('Fourier + Act, input d1', 33.06),
+    # rows 5-7: values placed from the garbled extraction; the same reading as fke_basicsr/ablation.py (docs/ablation.md)
+    'row05': ('Fourier + Act, input Ŝ (uncertain reading)', 32.84),
+    'row06': ('Fourier + Act, input e1 (uncertain reading)', 32.72),
+    'row07': ('Fourier ⊕ addition + Act, input d1 (uncertain reading)', 32.90), 'row08': ('Fourier + Act, input d1', 33.06),
     'row09': ('DeepRFTv2 FKE without skip', 34.04), 'row10': ('DeepRFTv2 FKE with skip', 34.10),
 }
 

@@ -233,3 +233,14 @@ def test_mimo_outputs_and_bad_options():
         DeepRFTv2Ablation(variant='S', fke_input='d2')
     with pytest.raises(ValueError, match='fke'):
         DeepRFTv2Ablation(variant='S', fke=False, fke_combine='add')
+
+
+def test_paper_values_agree_between_the_row_table_and_eval_protocols():
+    """reproduce_tables prints eval_protocols' values; the ablation options headers print ablation.py's."""
+    from fke_basicsr import eval_protocols as ep
+    for r in ablation.TABLE7:
+        assert ep.TABLE7_ROWS[f'row{r.row:02d}'][1] == r.psnr, r.key
+    for r in ablation.TABLE6:
+        key = f'row{r.row:02d}'
+        if key in ep.TABLE6_ROWS:
+            assert ep.TABLE6_ROWS[key][1] == r.psnr, r.key
