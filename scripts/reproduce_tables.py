@@ -207,6 +207,14 @@ def _need(ctx: Context, key: str) -> Path | None:
     return ctx.ckpts.get(key)
 
 
+def deblur_net(ctx: Context, key: str) -> tuple[torch.nn.Module, str] | None:
+    """The DeepRFTv2 of checkpoint ``key`` and its method name ('DeepRFTv2-B'), or None without a checkpoint."""
+    ckpt = _need(ctx, key)
+    if ckpt is None:
+        return None
+    return build(ctx.nets[key], ckpt, ctx.device), 'DeepRFTv2-' + str(ctx.nets[key].get('variant', '?'))
+
+
 # ------------------------------------------------------------------------------------------- tables
 def p_t1(net_opt: dict) -> str:
     """Protocol label of Tables 1/3/6/7, naming the inference mode actually used."""
@@ -217,11 +225,10 @@ def p_t1(net_opt: dict) -> str:
 
 @register_table(1)
 def table1(ctx: Context):
-    ckpt = _need(ctx, 'gopro')
-    if ckpt is None:
+    found = deblur_net(ctx, 'gopro')
+    if found is None:
         return [], ['skipped: no --ckpt gopro=...']
-    net = build(ctx.nets['gopro'], ckpt, ctx.device)
-    method = 'DeepRFTv2-' + str(ctx.nets['gopro'].get('variant', '?'))
+    net, method = found
     cells, notes = [], []
     for ds in ('GoPro', 'HIDE'):
         base = ctx.data_root / ds / 'test'
@@ -241,12 +248,11 @@ def table2(ctx: Context):
     realblur_metric.ALIGNMENT_FAILURES.reset()
     for subset in ('R', 'J'):
         key = f'realblur_{subset.lower()}'
-        ckpt = _need(ctx, key)
-        if ckpt is None:
+        found = deblur_net(ctx, key)
+        if found is None:
             notes.append(f'RealBlur-{subset} skipped: no --ckpt {key}=...')
             continue
-        net = build(ctx.nets[key], ckpt, ctx.device)
-        method = 'DeepRFTv2-' + str(ctx.nets[key].get('variant', '?'))
+        net, method = found
         base = ctx.data_root / f'RealBlur_{subset}' / 'test'
         pairs = pairs_of(base / 'blur', base / 'sharp', f'RealBlur-{subset} test', ctx.limit)
         vals: dict[str, list] = {'PSNR_aligned': [], 'SSIM_aligned': [], 'PSNR_raw': [], 'SSIM_raw': []}
@@ -273,11 +279,10 @@ def table2(ctx: Context):
 
 @register_table(3)
 def table3(ctx: Context):
-    ckpt = _need(ctx, 'reds')
-    if ckpt is None:
+    found = deblur_net(ctx, 'reds')
+    if found is None:
         return [], ['skipped: no --ckpt reds=...']
-    net = build(ctx.nets['reds'], ckpt, ctx.device)
-    method = 'DeepRFTv2-' + str(ctx.nets['reds'].get('variant', '?'))
+    net, method = found
     base = ctx.data_root / 'REDS' / 'val300'
     pairs = pairs_of(base / 'blur', base / 'sharp', 'REDS val-300', ctx.limit)
     cells = _cells(3, method, 'REDS', 'val300', score_u8(net, pairs, ctx.device, ctx.log, 'REDS'),
@@ -288,11 +293,10 @@ def table3(ctx: Context):
 
 @register_table(4)
 def table4(ctx: Context):
-    ckpt = _need(ctx, 'dpdd')
-    if ckpt is None:
+    found = deblur_net(ctx, 'dpdd')
+    if found is None:
         return [], ['skipped: no --ckpt dpdd=...']
-    net = build(ctx.nets['dpdd'], ckpt, ctx.device)
-    method = 'DeepRFTv2-' + str(ctx.nets['dpdd'].get('variant', '?'))
+    net, method = found
     base = ctx.data_root / 'DPDD' / 'test'
     pairs = pairs_of(base / 'inputC', base / 'target', 'DPDD test', ctx.limit)
     notes = []

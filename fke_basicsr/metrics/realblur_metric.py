@@ -162,15 +162,21 @@ def _cached_scores(img: np.ndarray, img2: np.ndarray, input_order: str, on_failu
     return _CACHE[key]
 
 
+def _registered_score(metric: str, img, img2, input_order: str, on_failure: str, crop_border: int,
+                      kwargs: dict) -> float:
+    """Shared body of the two registered RealBlur metrics: reject options the protocol has no room for."""
+    if kwargs or crop_border:
+        raise ValueError(f'calculate_realblur_{metric} takes no crop_border or other options besides input_order, '
+                         f'on_failure; got {sorted(kwargs) + (["crop_border"] if crop_border else [])}')
+    return _cached_scores(img, img2, input_order, on_failure)[metric]
+
+
 @register(METRIC_REGISTRY)
 @accepts_better
 def calculate_realblur_psnr(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC',
                             on_failure: str = 'unaligned', crop_border: int = 0, **kwargs) -> float:
     """Aligned RealBlur PSNR of prediction ``img`` vs ground truth ``img2`` (uint8 **BGR**, BasicSR convention)."""
-    if kwargs or crop_border:
-        raise ValueError('calculate_realblur_psnr takes no crop_border or other options besides input_order, '
-                         f'on_failure; got {sorted(kwargs) + (["crop_border"] if crop_border else [])}')
-    return _cached_scores(img, img2, input_order, on_failure)['psnr']
+    return _registered_score('psnr', img, img2, input_order, on_failure, crop_border, kwargs)
 
 
 @register(METRIC_REGISTRY)
@@ -178,7 +184,4 @@ def calculate_realblur_psnr(img: np.ndarray, img2: np.ndarray, input_order: str 
 def calculate_realblur_ssim(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC',
                             on_failure: str = 'unaligned', crop_border: int = 0, **kwargs) -> float:
     """Aligned RealBlur SSIM of prediction ``img`` vs ground truth ``img2`` (uint8 **BGR**, BasicSR convention)."""
-    if kwargs or crop_border:
-        raise ValueError('calculate_realblur_ssim takes no crop_border or other options besides input_order, '
-                         f'on_failure; got {sorted(kwargs) + (["crop_border"] if crop_border else [])}')
-    return _cached_scores(img, img2, input_order, on_failure)['ssim']
+    return _registered_score('ssim', img, img2, input_order, on_failure, crop_border, kwargs)
