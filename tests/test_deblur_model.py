@@ -82,6 +82,26 @@ def test_losses_equal_hand_computation(tmp_path):
     assert out.half[0].shape[-2:] == gt2.shape[-2:] == (16, 16)
 
 
+def test_mimo_quarter_outputs_are_supervised(tmp_path):
+    """MIMO-UNet (Fig. 3 c) also predicts quarter-res images: they get L1 + FreqLoss vs pyramid level 2."""
+    opt = make_opt(tmp_path)
+    opt['network_g'] = dict(type='DeepRFTv2Ablation', variant=None, num_columns=1, width=8, mid_scale=False,
+                            fke=False, mimo=True)
+    model = build(opt)
+    data = batch(2)
+    out = model.net_g.train()(data['lq'])
+    total, terms = model.compute_losses(out, data['gt'])
+    gt4 = gaussian_pyramid(gaussian_pyramid(data['gt'], 2)[1], 2)[1]  # two single pyr_down steps
+    assert list(terms) == ['l_pix', 'l_fft', 'l_pix_half', 'l_fft_half', 'l_pix_quarter', 'l_fft_quarter']
+    ref = sum(F.l1_loss(o, gt4) for o in out.quarter) / len(out.quarter)
+    assert out.quarter[0].shape[-2:] == gt4.shape[-2:] == (8, 8)
+    assert torch.allclose(terms['l_pix_quarter'].double(), ref.double(), rtol=1e-5)
+    assert torch.allclose(total, sum(terms.values()))
+    total.backward()  # the coarse-output heads (half, quarter) train only through their own losses
+    heads = model.net_g.decoders_max[0].heads
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.parameters())
+
+
 def test_optimize_clips_to_authors_norm(tmp_path):
     model = build(make_opt(tmp_path))
     assert model.use_grad_clip and model.grad_clip_norm == 0.01

@@ -13,7 +13,7 @@ from fke_basicsr.models.restoration_model import TRAIN_KEYS, RestorationModel
 from fke_basicsr.ops.pyramid import gaussian_pyramid
 from fke_basicsr.registry import register
 
-__all__ = ['DeblurModel', 'Stage', 'parse_progressive', 'split_outputs']
+__all__ = ['DeblurModel', 'LEVEL_SUFFIXES', 'Stage', 'output_levels', 'parse_progressive', 'split_outputs']
 
 STAGE_KEYS = ('iters', 'gt_size', 'batch')
 
@@ -95,6 +95,19 @@ def split_outputs(out: Any) -> tuple[list[Tensor], list[Tensor]]:
     if isinstance(out, (list, tuple)) and all(isinstance(t, Tensor) for t in out):
         return list(out), []
     raise ValueError(f'network output must be DeblurOutputs, a list of Tensors or a Tensor, got {type(out).__name__}')
+
+
+# Loss-name suffix per pyramid level of the outputs: full, half (DeepRFTv2), quarter (MIMO-UNet, Fig. 3 c).
+LEVEL_SUFFIXES = ('', '_half', '_quarter')
+
+
+def output_levels(out: Any) -> list[list[Tensor]]:
+    """A network output's images grouped by resolution, [full, half, quarter]; trailing empty levels dropped."""
+    full, half = split_outputs(out)
+    levels = [full, half, list(getattr(out, 'quarter', None) or [])]
+    while len(levels) > 1 and not levels[-1]:
+        levels.pop()
+    return levels
 
 
 def _mean_loss(criterion, preds: list[Tensor], target: Tensor) -> Tensor:
@@ -186,21 +199,19 @@ class DeblurModel(RestorationModel):
         return lq, gt
 
     def compute_losses(self, output: Any, gt: Tensor) -> tuple[Tensor, OrderedDict]:
-        """L1 + FreqLoss over the full-res outputs vs GT plus the same over the half-res outputs vs pyramid GT."""
-        full, half = split_outputs(output)
-        full = [o.float() for o in full]
-        half = [o.float() for o in half]
+        """L1 + FreqLoss over the full-res outputs vs GT, and the same over every coarser level's outputs (half-res;
+        MIMO-UNet's quarter-res too) vs the matching Gaussian-pyramid level of the GT."""
+        levels = [[o.float() for o in outs] for outs in output_levels(output)]
+        full = levels[0]
+        gts = gaussian_pyramid(gt, len(levels)) if len(levels) > 1 else [gt]
         terms = OrderedDict()
-        if self.cri_pix:
-            terms['l_pix'] = _mean_loss(self.cri_pix, full, gt)
-        if self.cri_fft:
-            terms['l_fft'] = _mean_loss(self.cri_fft, full, gt)
-        if half:
-            gt_half = gaussian_pyramid(gt, 2)[1]
+        for outs, target, suffix in zip(levels, gts, LEVEL_SUFFIXES):
+            if not outs:
+                continue
             if self.cri_pix:
-                terms['l_pix_half'] = _mean_loss(self.cri_pix, half, gt_half)
+                terms[f'l_pix{suffix}'] = _mean_loss(self.cri_pix, outs, target)
             if self.cri_fft:
-                terms['l_fft_half'] = _mean_loss(self.cri_fft, half, gt_half)
+                terms[f'l_fft{suffix}'] = _mean_loss(self.cri_fft, outs, target)
         if self.cri_perceptual:
             l_percep, l_style = self.cri_perceptual(full[-1], gt)
             if l_percep is not None:
