@@ -203,7 +203,7 @@ class DeblurModel(RestorationModel):
         MIMO-UNet's quarter-res too) vs the matching Gaussian-pyramid level of the GT."""
         levels = [[o.float() for o in outs] for outs in output_levels(output)]
         full = levels[0]
-        gts = gaussian_pyramid(gt, len(levels)) if len(levels) > 1 else [gt]
+        gts = gaussian_pyramid(gt, len(levels))  # one level: [gt]
         terms = OrderedDict()
         for outs, target, suffix in zip(levels, gts, LEVEL_SUFFIXES):
             if not outs:
