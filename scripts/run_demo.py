@@ -3,8 +3,8 @@
     python scripts/run_demo.py [--minutes M | --iters N] [--threads T] [--opt options/train/Demo/DeepRFTv2-Demo.yml]
 
 The number of iterations fits a wall-clock budget for the whole job (default 14 minutes: dataset, training,
-validation, evaluation): a few timed steps of the network measure this machine's speed first (a busy machine
-trains fewer iterations; --iters fixes the count instead).
+validation, evaluation): a few timed steps of the network with 1, 2 and torch's default thread count measure this
+machine's speed first and pick the fastest (a busy machine trains fewer iterations; --iters fixes the count).
 
 Training runs BasicSR's own pipeline as a subprocess (`python basicsr/train.py -opt <yml>`), writing
 experiments/<name>/ (log, checkpoints, validation images) and tb_logger/<name>/. The evaluation then loads
@@ -31,11 +31,11 @@ TARGET_GAIN_DB = 1.5
 RESERVE_S, STEP_SHARE = 45.0, 0.9
 
 
-def pick_threads() -> int:
-    """2 threads on an idle 2-core machine; 1 when the cores are busy (OpenMP threads then wait on each other)."""
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
-    return 1 if cores < 2 or busy > cores - 0.5 else 2
+def thread_candidates() -> list[int]:
+    """Thread counts worth timing: 1, 2 and torch's default. On a busy machine (or a tiny network) fewer threads can
+    be faster, and a load average cannot tell: it lags the machine by a minute."""
+    import torch
+    return sorted({1, min(2, os.cpu_count() or 1), torch.get_num_threads()})
 
 
 def load_opt(opt_path: str) -> dict:
@@ -75,6 +75,12 @@ def seconds_per_iter(opt: dict, threads: int, steps: int = 4) -> float:
         optim.zero_grad()
         times.append(time.perf_counter() - t0)
     return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def fit_iterations(budget_s: float, elapsed_s: float, seconds_per_iteration: float) -> int:
+    """Iterations that fit what is left of the whole-job budget (at least 100, at most 20,000)."""
+    left = budget_s - elapsed_s - RESERVE_S
+    return int(min(max(STEP_SHARE * left / seconds_per_iteration, 100), 20000))
 
 
 def train(opt_path: str, threads: int, iters: int) -> int:
@@ -138,26 +144,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--minutes', type=float, default=14.0,
                    help='wall-clock budget of the whole job, dataset build included (default 14)')
     p.add_argument('--iters', type=int, default=None, help='train exactly this many iterations (no time budget)')
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: 2, or 1 on a busy machine)')
+    p.add_argument('--threads', type=int, default=None, help='torch threads (default: the fastest of 1, 2 and torch\'s default, timed)')
     p.add_argument('--skip-train', action='store_true', help='only evaluate the existing net_g_latest.pth')
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     start = time.time()
     from make_demo_dataset import make_demo_dataset  # same folder
     make_demo_dataset(osp.join(ROOT, 'datasets', 'Demo'))
-    threads = args.threads or pick_threads()
+    threads = args.threads
     if not args.skip_train:
+        opt = load_opt(args.opt)
+        timings = {t: seconds_per_iter(opt, t) for t in ([threads] if threads else thread_candidates())}
+        threads = min(timings, key=timings.get)
+        spi = timings[threads]
+        print('Measured s/iteration: ' + ', '.join(f'{t} thread(s) {s:.2f}' for t, s in timings.items()), flush=True)
         iters = args.iters
         if iters is None:
-            spi = seconds_per_iter(load_opt(args.opt), threads)
-            left = args.minutes * 60 - (time.time() - start) - RESERVE_S
-            iters = int(min(max(STEP_SHARE * left / spi, 100), 20000))
-            print(f'Measured {spi:.2f} s/iteration with {threads} thread(s): training {iters} iterations '
-                  f'({args.minutes:g} min budget for the whole job).', flush=True)
+            iters = fit_iterations(args.minutes * 60, time.time() - start, spi)
+            print(f'Training {iters} iterations with {threads} thread(s) ({args.minutes:g} min budget for the '
+                  f'whole job).', flush=True)
         rc = train(args.opt, threads, iters)
         if rc != 0:
             print(f'Training failed (exit code {rc}); see experiments/<name>/train_*.log.', file=sys.stderr)
             return rc
+    threads = threads or min(2, os.cpu_count() or 1)  # --skip-train without --threads: evaluation only
     psnr_in, ssim_in, psnr_out, ssim_out = evaluate(args.opt, threads)
     gain = psnr_out - psnr_in
     minutes = (time.time() - start) / 60

@@ -214,3 +214,13 @@ def test_demo_kernels_are_the_true_convolution_kernels():
             ref += k[dy, dx] * region[2 * m - dy:2 * m - dy + 24, 2 * m - dx:2 * m - dx + 32]
     assert np.abs(blur.astype(np.float64) - np.round(np.clip(ref, 0, 1) * 255)).max() <= 1
     assert np.array_equal(sharp, np.round(img[m + 2:m + 26, m + 3:m + 35] * 255).astype(np.uint8))
+
+
+def test_demo_iterations_fit_the_whole_job_budget():
+    """run_demo gives the training steps 90 % of what is left of the budget after the time already spent and a
+    45 s reserve; a budget already spent still trains 100 iterations, and the count is capped."""
+    sys.path.insert(0, osp.join(ROOT, 'scripts'))
+    from run_demo import fit_iterations
+    assert fit_iterations(14 * 60, 30.0, 0.21) == int(0.9 * (840 - 30 - 45) / 0.21)  # 3278
+    assert fit_iterations(60, 50.0, 0.5) == 100
+    assert fit_iterations(10 ** 6, 0.0, 0.01) == 20000
