@@ -47,7 +47,7 @@ def load_opt(opt_path: str) -> dict:
         return yaml.load(f, Loader=ordered_yaml()[0])
 
 
-def seconds_per_iter(opt: dict, threads: int, steps: int = 4) -> float:
+def seconds_per_iter(opt: dict, threads: int, steps: int = 8, warmup: int = 2) -> float:
     """Median time of a few training steps (network, DeblurModel's losses, clipping, AdamW) on random data."""
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
@@ -64,7 +64,7 @@ def seconds_per_iter(opt: dict, threads: int, steps: int = 4) -> float:
     x = torch.rand(train['batch_size_per_gpu'], 3, train['gt_size'], train['gt_size'])
     x_half = gaussian_pyramid(x, 2)[1]
     times = []
-    for _ in range(steps + 1):
+    for _ in range(warmup + steps):
         t0 = time.perf_counter()
         full, half = split_outputs(net(x))
         loss = sum((o - x).abs().mean() + freq(o, x) for o in full) + sum(
@@ -74,7 +74,8 @@ def seconds_per_iter(opt: dict, threads: int, steps: int = 4) -> float:
         optim.step()
         optim.zero_grad()
         times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    timed = sorted(times[warmup:])  # the first steps allocate and warm the caches
+    return timed[len(timed) // 2]
 
 
 def fit_iterations(budget_s: float, elapsed_s: float, seconds_per_iteration: float) -> int:
