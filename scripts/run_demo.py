@@ -145,23 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--minutes', type=float, default=14.0,
                    help='wall-clock budget of the whole job, dataset build included (default 14)')
     p.add_argument('--iters', type=int, default=None, help='train exactly this many iterations (no time budget)')
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: the fastest of 1, 2 and torch\'s default, timed)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch threads (default: the fastest of 1, 2 and torch\'s default, timed)')
     p.add_argument('--skip-train', action='store_true', help='only evaluate the existing net_g_latest.pth')
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     start = time.time()
     from make_demo_dataset import make_demo_dataset  # same folder
     make_demo_dataset(osp.join(ROOT, 'datasets', 'Demo'))
-    threads = args.threads
+    threads, iters = args.threads, args.iters
     if not args.skip_train:
-        opt = load_opt(args.opt)
-        timings = {t: seconds_per_iter(opt, t) for t in ([threads] if threads else thread_candidates())}
-        threads = min(timings, key=timings.get)
-        spi = timings[threads]
-        print('Measured s/iteration: ' + ', '.join(f'{t} thread(s) {s:.2f}' for t, s in timings.items()), flush=True)
-        iters = args.iters
+        if threads is None or iters is None:  # timing picks the thread count and/or sizes the run
+            opt = load_opt(args.opt)
+            timings = {t: seconds_per_iter(opt, t) for t in ([threads] if threads else thread_candidates())}
+            threads = min(timings, key=timings.get)
+            print('Measured s/iteration: ' + ', '.join(f'{t} thread(s) {s:.2f}' for t, s in timings.items()),
+                  flush=True)
         if iters is None:
-            iters = fit_iterations(args.minutes * 60, time.time() - start, spi)
+            iters = fit_iterations(args.minutes * 60, time.time() - start, timings[threads])
             print(f'Training {iters} iterations with {threads} thread(s) ({args.minutes:g} min budget for the '
                   f'whole job).', flush=True)
         rc = train(args.opt, threads, iters)
