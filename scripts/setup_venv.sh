@@ -16,6 +16,12 @@ start=$(date +%s)
 # BasicSR 1.4.2 must be built without build isolation (else pip installs a CUDA torch into a build env).
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation -r requirements.txt
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps -e ".$extra"
-[ -n "$extra" ] && "$VENV/bin/pip" install -q --disable-pip-version-check "pytest>=7"
+# The test extra's packages (pyproject.toml [test]): pytest, numba (in requirements.txt) and, on Linux, triton,
+# whose CPU interpreter runs the Triton scan's tests.
+if [ -n "$extra" ]; then
+  test_pkgs=("pytest>=7")
+  [ "$(uname -s)" = Linux ] && test_pkgs+=("triton>=3.0")
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${test_pkgs[@]}"
+fi
 touch "$stamp"
 echo "setup: $(( $(date +%s) - start )) s, venv $(du -sh "$VENV" | cut -f1)"

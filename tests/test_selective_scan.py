@@ -1,4 +1,4 @@
-"""Selective scan: the chunked 'torch' backend against the sequential oracle (spec environment.md §4-5)."""
+"""Selective scan: the chunked 'torch' backend against the sequential oracle; backend selection."""
 import math
 
 import pytest
@@ -175,8 +175,16 @@ def no_env(monkeypatch):
     return monkeypatch
 
 
-def test_resolution_order(no_env):
-    assert resolve_backend('cpu')[0] == 'torch'  # auto on CPU
+@pytest.fixture
+def no_fused(no_env):
+    """A machine without numba and triton."""
+    no_env.setattr(ss, '_fused_available', lambda name: (False, f'{name} not installed'))
+    return no_env
+
+
+def test_resolution_order(no_fused):
+    no_env = no_fused
+    assert resolve_backend('cpu') == ('torch', 'auto: CPU tensors, numba not installed')
     assert resolve_backend('cpu', 'ref') == ('ref', 'requested by backend argument')
     no_env.setenv(SCAN_BACKEND_ENV, 'ref')
     name, reason = resolve_backend('cpu')
@@ -186,15 +194,42 @@ def test_resolution_order(no_env):
     assert resolve_backend('cpu')[0] == 'torch'
 
 
-def test_auto_uses_mamba_only_on_cuda_when_importable(no_env):
+def test_auto_uses_mamba_only_on_cuda_when_importable(no_fused):
+    no_env = no_fused
     no_env.setattr(ss, '_mamba_kernel', lambda: (None, 'mamba_ssm not installed'))
-    assert resolve_backend('cuda') == ('torch', 'auto: mamba_ssm not installed')
+    assert resolve_backend('cuda') == ('torch', 'auto: mamba_ssm not installed; triton not installed')
     no_env.setattr(ss, '_mamba_kernel', lambda: (selective_scan_ref, ''))
     assert resolve_backend('cuda')[0] == 'mamba'
     assert resolve_backend('cpu')[0] == 'torch'
 
 
-def test_explicit_mamba_when_unavailable_raises(no_env):
+def test_auto_order_with_fused_kernels(no_env):
+    # CUDA: mamba > triton > torch; CPU: numba > torch.
+    no_env.setattr(ss, '_fused_available', lambda name: (True, ''))
+    no_env.setattr(ss, '_mamba_kernel', lambda: (selective_scan_ref, ''))
+    assert resolve_backend('cuda')[0] == 'mamba'
+    no_env.setattr(ss, '_mamba_kernel', lambda: (None, 'mamba_ssm not installed'))
+    assert resolve_backend('cuda') == ('triton', 'auto: mamba_ssm not installed; Triton kernel available')
+    assert resolve_backend('cpu')[0] == 'numba'
+    assert resolve_backend('cpu', 'torch')[0] == 'torch'
+    no_env.setenv(SCAN_BACKEND_ENV, 'triton')
+    assert resolve_backend('cuda') == ('triton', f'requested by {SCAN_BACKEND_ENV}=triton')
+
+
+def test_explicit_fused_backends_when_unavailable_raise(no_fused):
+    no_fused.delenv('TRITON_INTERPRET', raising=False)
+    with pytest.raises(RuntimeError, match='pip install numba'):
+        resolve_backend('cpu', 'numba')
+    with pytest.raises(RuntimeError, match='needs CPU tensors'):
+        resolve_backend('cuda', 'numba')
+    with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
+        resolve_backend('cpu', 'triton')
+    with pytest.raises(RuntimeError, match='pip install triton'):
+        resolve_backend('cuda', 'triton')
+
+
+def test_explicit_mamba_when_unavailable_raises(no_fused):
+    no_env = no_fused
     no_env.setattr(ss, '_mamba_kernel', lambda: (None, 'mamba_ssm not installed'))
     with pytest.raises(RuntimeError, match='mamba_ssm not installed'):
         resolve_backend('cuda', 'mamba')
@@ -216,7 +251,7 @@ def test_invalid_backend_names(no_env):
 def test_dispatch_runs_the_selected_backend(no_env):
     inputs = make_inputs(1, 3, 2, 9, dtype=torch.float32)
     ref = selective_scan_ref(**inputs, delta_softplus=True)
-    for backend in ('ref', 'torch', None):
+    for backend in ('ref', 'torch', None) + (('numba',) if ss._fused_available('numba')[0] else ()):
         torch.testing.assert_close(selective_scan(**inputs, delta_softplus=True, backend=backend), ref)
     y, last = selective_scan(**inputs, return_last_state=True, backend='ref')
     assert last.shape == (1, 3, 2)

@@ -1,4 +1,4 @@
-"""Mamba (S6) selective scan with interchangeable backends (spec environment.md §4-5, deeprftv2.md §4.4).
+"""Mamba (S6) selective scan with interchangeable backends (paper §3.3.3, EVSS; docs/scan_backends.md).
 
 Semantics are those of ``mamba_ssm.selective_scan_fn`` with real ``A`` and input-dependent ``B``/``C``::
 
@@ -6,14 +6,19 @@ Semantics are those of ``mamba_ssm.selective_scan_fn`` with real ``A`` and input
     h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t    (h_{-1} = 0, one state of size N per channel)
     y_t = <C_t, h_t> + D u_t;  out = y ⊙ silu(z)  (D and z optional)
 
-Backends:
+Backends (docs/scan_backends.md compares them):
   * ``'mamba'``: mamba_ssm's CUDA kernel, used when it imports and the tensors are on CUDA.
+  * ``'triton'``: a fused Triton kernel (forward and backward), CUDA tensors; on CPU tensors only under Triton's
+    interpreter (``TRITON_INTERPRET=1``), which is how the tests run it.
+  * ``'numba'``: a fused CPU kernel compiled by numba (an optional dependency), parallel over (batch, channel).
   * ``'torch'``: a two-level chunked scan in plain PyTorch (any device, exact to fp32 rounding) whose custom
     backward is the reverse-time scan of the gradient. It only ever multiplies decays ``exp(ΔA)``, never divides
     by them, so it stays finite for any decay and chunk size.
   * ``'ref'``: a sequential loop over time, the readable test oracle.
 
-Pick one with the ``backend`` argument, else the ``FKE_SCAN_BACKEND`` environment variable, else ``'auto'``.
+Pick one with the ``backend`` argument, else the ``FKE_SCAN_BACKEND`` environment variable, else ``'auto'``:
+on CUDA mamba → triton → torch, on CPU numba → torch, the first that is available. The fused backends compute
+in fp32; fp64 inputs under ``'auto'`` go to ``'torch'``, which stays exact in fp64.
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ['SCAN_BACKEND_ENV', 'BACKENDS', 'resolve_backend', 'selective_scan', 'selective_scan_ref',
-           'selective_scan_torch']
+           'selective_scan_fused', 'selective_scan_torch']
 
 SCAN_BACKEND_ENV = 'FKE_SCAN_BACKEND'
-BACKENDS = ('auto', 'mamba', 'torch', 'ref')
+BACKENDS = ('auto', 'mamba', 'triton', 'numba', 'torch', 'ref')
+FUSED = ('triton', 'numba')  # fp32 kernels behind selective_scan_fused
 
 # The 'torch' backend works on (batch, channel) slices of at most this many (b, d, L, N) elements (64 MiB in
 # fp32), so its one full-size tensor (the states its backward walks back through) stays bounded for any L.
@@ -50,6 +56,19 @@ def _mamba_kernel() -> tuple[Callable | None, str]:
     except Exception as err:  # a broken CUDA extension raises ImportError/OSError/RuntimeError alike
         return None, f'mamba_ssm not importable ({type(err).__name__}: {err})'
     return selective_scan_fn, ''
+
+
+def _fused_available(name: str) -> tuple[bool, str]:
+    """Whether the fused backend ``name`` imports: (ok, why not)."""
+    if name == 'numba':
+        from fke_basicsr.ops import selective_scan_cpu as mod
+    else:
+        from fke_basicsr.ops import selective_scan_triton as mod
+    return mod.available()
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '') == '1'
 
 
 def resolve_backend(device: torch.device | str, requested: str | None = None) -> tuple[str, str]:
@@ -73,12 +92,41 @@ def resolve_backend(device: torch.device | str, requested: str | None = None) ->
             raise RuntimeError(f"selective-scan backend 'mamba' (requested by {source}) is unavailable: {why}. "
                                "Install mamba-ssm with its CUDA extension, or use backend 'torch' or 'auto'")
         return 'mamba', f'requested by {source}'
+    if requested == 'triton':
+        if device.type != 'cuda' and not (device.type == 'cpu' and _triton_interpreted()):
+            raise RuntimeError(f"selective-scan backend 'triton' (requested by {source}) needs CUDA tensors "
+                               f"(or CPU tensors with TRITON_INTERPRET=1), got device {device}; "
+                               "use backend 'numba', 'torch' or 'auto'")
+        ok, why = _fused_available('triton')
+        if not ok:
+            raise RuntimeError(f"selective-scan backend 'triton' (requested by {source}) is unavailable: {why}. "
+                               "Install it with `pip install triton` (or the fke-basicsr[triton] extra), "
+                               "or use backend 'torch' or 'auto'")
+        return 'triton', f'requested by {source}'
+    if requested == 'numba':
+        if device.type != 'cpu':
+            raise RuntimeError(f"selective-scan backend 'numba' (requested by {source}) needs CPU tensors, got "
+                               f"device {device}; use backend 'triton', 'torch' or 'auto'")
+        ok, why = _fused_available('numba')
+        if not ok:
+            raise RuntimeError(f"selective-scan backend 'numba' (requested by {source}) is unavailable: {why}. "
+                               "Install it with `pip install numba` (or the fke-basicsr[cpu] extra), "
+                               "or use backend 'torch' or 'auto'")
+        return 'numba', f'requested by {source}'
+    if device.type == 'cpu':
+        ok, why = _fused_available('numba')
+        if ok:
+            return 'numba', 'auto: CPU tensors, fused numba kernel available'
+        return 'torch', f'auto: CPU tensors, {why}'
     if device.type != 'cuda':
-        return 'torch', f'auto: tensors on {device.type}, the mamba_ssm kernel is CUDA-only'
+        return 'torch', f'auto: tensors on {device.type}, the fused kernels need CUDA or the CPU'
     kernel, why = _mamba_kernel()
-    if kernel is None:
-        return 'torch', f'auto: {why}'
-    return 'mamba', 'auto: mamba_ssm CUDA kernel available'
+    if kernel is not None:
+        return 'mamba', 'auto: mamba_ssm CUDA kernel available'
+    ok, why_triton = _fused_available('triton')
+    if ok:
+        return 'triton', f'auto: {why}; Triton kernel available'
+    return 'torch', f'auto: {why}; {why_triton}'
 
 
 # -------------------------------------------------------------------------------------------- input checks
@@ -88,7 +136,7 @@ def _shape(t: Tensor) -> str:
 
 def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                   z: Tensor | None, delta_bias: Tensor | None) -> int:
-    """Validate shapes, dtypes and devices (spec environment.md §4); return the number of B/C groups."""
+    """Validate shapes, dtypes and devices ; return the number of B/C groups."""
     named = {'u': u, 'delta': delta, 'A': A, 'B': B, 'C': C, 'D': D, 'z': z, 'delta_bias': delta_bias}
     for name, t in named.items():
         if t is None:
@@ -132,7 +180,7 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
 
 
 def _compute_dtype(u: Tensor) -> torch.dtype:
-    """fp32 for fp32/bf16/fp16 inputs (spec: the scan always runs in fp32); fp64 stays fp64."""
+    """fp32 for fp32/bf16/fp16 inputs (the scan always runs in fp32); fp64 stays fp64."""
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
@@ -163,7 +211,7 @@ def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, out_dtype:
 def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                        z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                        return_last_state: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    """Sequential-in-time selective scan (spec environment.md §4): the readable oracle for the fast paths."""
+    """Sequential-in-time selective scan: the readable oracle for the fast paths."""
     groups = _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     dtype = _compute_dtype(u)
     with torch.autocast(u.device.type, enabled=False):
@@ -379,7 +427,7 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
                          z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                          return_last_state: bool = False, chunk_size: int | None = None
                          ) -> Tensor | tuple[Tensor, Tensor]:
-    """Chunked parallel selective scan in plain PyTorch (spec environment.md §5): differentiable, any device."""
+    """Chunked parallel selective scan in plain PyTorch: differentiable, any device."""
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f'chunk_size must be a positive int or None, got {chunk_size!r}')
@@ -393,20 +441,48 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     return (out, last) if return_last_state else out
 
 
+# ------------------------------------------------------------------------------- 'numba' / 'triton' backends
+def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                         z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                         return_last_state: bool = False, kernel: str = 'numba'
+                         ) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan through a fused fp32 kernel, ``kernel`` = 'numba' (CPU) or 'triton'; differentiable.
+
+    Δ = softplus(delta + bias) and the gate silu(z) are elementwise torch ops around the kernel; the recurrence,
+    its read-out and D u run inside it, forward and backward.
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if kernel == 'numba':
+        from fke_basicsr.ops.selective_scan_cpu import scan_cpu_core as core
+    elif kernel == 'triton':
+        from fke_basicsr.ops.selective_scan_triton import scan_triton_core as core
+    else:
+        raise ValueError(f"kernel must be one of {FUSED}, got {kernel!r}")
+    f32 = torch.float32
+    with torch.autocast(u.device.type, enabled=False):
+        x = u.to(f32)
+        dt = _step_sizes(delta, delta_bias, delta_softplus, f32)
+        y, last = core(x, dt, A.to(f32), _as_groups(B, f32), _as_groups(C, f32), None if D is None else D.to(f32))
+        out = _finish(y, x, None, z, u.dtype)
+    return (out, last) if return_last_state else out
+
+
 # ------------------------------------------------------------------------------------------ public entry
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                    return_last_state: bool = False, backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan with mamba_ssm.selective_scan_fn's signature; backend per resolve_backend (spec §4)."""
+    """Selective scan with mamba_ssm.selective_scan_fn's signature; backend per resolve_backend."""
     name, reason = resolve_backend(u.device, backend)
-    if name == 'mamba' and u.dtype == torch.float64 and reason.startswith('auto'):
-        name = 'torch'  # the CUDA kernel has no fp64 build; 'auto' stays exact instead of failing
+    if name in ('mamba',) + FUSED and u.dtype == torch.float64 and reason.startswith('auto'):
+        name = 'torch'  # the kernels compute in fp32; 'auto' stays exact in fp64 instead
     kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                   return_last_state=return_last_state)
     if name == 'ref':
         return selective_scan_ref(u, delta, A, B, C, **kwargs)
     if name == 'torch':
         return selective_scan_torch(u, delta, A, B, C, **kwargs)
+    if name in FUSED:
+        return selective_scan_fused(u, delta, A, B, C, **kwargs, kernel=name)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     kernel, _ = _mamba_kernel()
     # The kernel wants delta, variable B/C and z in u's dtype, and A, D, delta_bias in fp32; it computes in fp32.
