@@ -1,7 +1,8 @@
 """Environment report: ``python -m fke_basicsr.env [--json]``.
 
-Versions of the stack, CUDA availability, the selective-scan backend that will be used (and why), the
-torchvision shim state and every name this package registered in BasicSR's registries.
+Versions of the stack, CUDA availability, the selective-scan backend that will be used on each device (and why:
+mamba → triton → torch on CUDA, numba → torch on CPU, or what FKE_SCAN_BACKEND asks for; docs/scan_backends.md),
+the torchvision shim state and every name this package registered in BasicSR's registries.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def report() -> dict:
         'opencv': _version('opencv-python') if _version('opencv-python') != 'not installed'
         else _version('opencv-python-headless'),
         'mamba-ssm': _version('mamba-ssm'),
+        'triton': _version('triton'),
+        'numba': _version('numba'),
         'torchvision_cpp_ops': compat.torchvision_ops_available(),
         'cuda_available': cuda,
         'cuda_devices': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
