@@ -8,12 +8,14 @@ then renamed over the target in one step. A killed write leaves only a ``*.tmp``
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from pathlib import Path
 from typing import Callable, IO, Iterable, Iterator
 
-__all__ = ['TMP_SUFFIX', 'atomic_write', 'current_umask', 'remove_stale_tmp', 'same_file', 'UserError']
+__all__ = ['TMP_SUFFIX', 'atomic_write', 'current_umask', 'remove_stale_tmp', 'same_file', 'UserError',
+           'OneLineParser', 'run_cli', 'keyboard_interrupt_exit', 'check_writable_folder']
 
 TMP_SUFFIX = '.tmp'
 
@@ -58,8 +60,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mo
     return path
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def remove_stale_tmp(folders: Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
-    """Delete ``.*.tmp`` files a killed write left in ``folders``; returns what was removed."""
+    """Delete the ``.<name>.<pid>.tmp`` files a killed :func:`atomic_write` left in ``folders``.
+
+    Only files of that exact pattern whose process is gone are removed (never a user's own ``.tmp`` file,
+    never one a running writer still owns); returns what was removed.
+    """
+    import re
+    ours = re.compile(r'^\..+\.(\d+)' + re.escape(TMP_SUFFIX) + '$')
     removed = []
     for folder in folders:
         folder = Path(folder)
@@ -67,6 +85,9 @@ def remove_stale_tmp(folders: Iterable[str | os.PathLike], recursive: bool = Fal
             continue
         pattern = f'**/.*{TMP_SUFFIX}' if recursive else f'.*{TMP_SUFFIX}'
         for tmp in folder.glob(pattern):
+            m = ours.match(tmp.name)
+            if m is None or (int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1)))):
+                continue
             if tmp.is_file() and not tmp.is_symlink():
                 with contextlib.suppress(OSError):
                     tmp.unlink()
@@ -104,3 +125,25 @@ def run_cli(prog: str, main, argv=None, catch: tuple = (UserError, ValueError, F
         text = ' '.join(str(err).split('\n')) if not isinstance(err, UserError) or '\n' not in str(err) else str(err)
         print(f'error: {text}', file=sys.stderr)
         return 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (``prog: error: ... (see --help)``) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102
+        import sys
+        print(f'{self.prog}: error: {message} (see --help)', file=sys.stderr)
+        raise SystemExit(2)
+
+
+def check_writable_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` is (or can be created as) a folder this process may write into; UserError naming it otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f'{what}: {path} is a file; give a folder (it is created if missing).')
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f'{what}: {probe} is not writable; choose a folder you can write to.')
+    return path

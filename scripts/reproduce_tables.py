@@ -39,7 +39,7 @@ from basicsr.archs import build_network  # noqa: E402
 
 from fke_basicsr import eval_protocols as ep  # noqa: E402
 from fke_basicsr.checkpoints import load_checkpoint, safe_load  # noqa: E402
-from fke_basicsr.io_utils import run_cli  # noqa: E402
+from fke_basicsr.io_utils import OneLineParser, run_cli  # noqa: E402
 from fke_basicsr.metrics import dpdd_metric, realblur_metric  # noqa: E402
 from fke_basicsr.metrics.metric_util import Aggregate, mean_of_images  # noqa: E402
 from fke_basicsr.metrics.psnr_metric import calculate_psnr_rgb  # noqa: E402
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data-root', type=Path, default=ROOT / 'datasets')
     ap.add_argument('--out', type=Path, default=ROOT / 'results' / 'tables')
     ap.add_argument('--tables', default='1,2,3,4,6,7', help='comma-separated table numbers')
