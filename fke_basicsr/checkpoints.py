@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import difflib
 import os
+import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from fke_basicsr.io_utils import UserError, atomic_write
+
 __all__ = ['RenameRule', 'KeyMapping', 'CheckpointMismatchError', 'official_mapping', 'register_official_layout',
-           'to_official', 'from_official', 'detect_layout', 'load_checkpoint', 'save_state_dict_atomic']
+           'to_official', 'from_official', 'detect_layout', 'load_checkpoint', 'save_state_dict_atomic',
+           'safe_load', 'UnsafeCheckpointError', 'CorruptCheckpointError']
 
 _FIELD = re.compile(r'\{(\w+)([+-]\d+)?\}')
 
@@ -194,7 +197,7 @@ def from_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2') -> dic
 # ----------------------------------------------------------------------------------------------------------
 # Loading
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A checkpoint does not fit the model; the message says what differs and what to change."""
 
 
@@ -271,6 +274,45 @@ def _mismatch_report(arch: str, model_sd: Mapping[str, torch.Tensor], sd: Mappin
     return '\n'.join(lines)
 
 
+class UnsafeCheckpointError(UserError):
+    """The file holds pickled Python objects beyond tensors and plain containers: loading it could run code."""
+
+
+class CorruptCheckpointError(UserError):
+    """The file is not a readable torch checkpoint (truncated by a killed write, or not a checkpoint at all)."""
+
+
+def safe_load(path: str | os.PathLike, what: str = 'checkpoint', map_location: Any = 'cpu') -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and containers only, never code.
+
+    torch's allow-list (tensors, dict/list/tuple/set, OrderedDict, Counter, numbers, strings, torch dtypes and
+    devices) is exactly what a BasicSR checkpoint or training state holds (optimiser and scheduler state
+    dicts, RNG states as tensors/ints, the GradScaler's floats). Anything else raises
+    :class:`UnsafeCheckpointError` naming the file and the refused object, before that object is created.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{what} file not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if 'Weights only load failed' in text or 'Unsupported global' in text or 'Unsupported operand' in text:
+            m = re.search(r'(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)', text)
+            refused = f' ({m.group(1)})' if m else ''
+            raise UnsafeCheckpointError(
+                f'{what} {path} contains Python objects{refused} that loading would execute; it was refused and '
+                'nothing from it ran. Use a checkpoint that holds only tensors (BasicSR\'s {"params": ...} '
+                'files and our training states do), or re-save a trusted one as a state dict.') from None
+        raise CorruptCheckpointError(f'{what} {path} is not a readable torch checkpoint ({text.splitlines()[0]}); '
+                                     'it may be truncated by a killed write: use an intact copy.') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        first = first.split('. ')[0]
+        raise CorruptCheckpointError(f'{what} {path} is not a readable torch checkpoint ({first}); it may be '
+                                     'truncated by a killed write: use an intact copy.') from None
+
+
 def load_checkpoint(model: torch.nn.Module, path_or_state: str | os.PathLike | Mapping[str, Any],
                     strict: bool = True, param_key: str | None = None):
     """Load ours / the authors' / DDP-prefixed weights into ``model``; raise CheckpointMismatchError if unfit.
@@ -280,10 +322,7 @@ def load_checkpoint(model: torch.nn.Module, path_or_state: str | os.PathLike | M
     tolerated (returned like ``load_state_dict``'s result); shape mismatches always raise.
     """
     if isinstance(path_or_state, (str, os.PathLike)):
-        path = Path(path_or_state)
-        if not path.is_file():
-            raise FileNotFoundError(f'checkpoint file not found: {path}')
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        obj = safe_load(path_or_state)
     else:
         obj = path_or_state
     sd = _strip_module(_select_params(obj, param_key))
@@ -303,17 +342,22 @@ def load_checkpoint(model: torch.nn.Module, path_or_state: str | os.PathLike | M
 
 
 def save_state_dict_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the target folder, then os.replace: never leaves a torn file."""
+    """torch.save to a temporary file beside ``path``, then os.replace: never a torn file; the user's umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def check_loadable(path: str | os.PathLike, what: str = 'checkpoint') -> None:
+    """Refuse an unsafe or unreadable file early and cheaply (memory-mapped weights-only load, nothing kept)."""
+    import zipfile
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        try:
+            torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+            return
+        except pickle.UnpicklingError:
+            pass  # safe_load words the refusal
+        except (RuntimeError, EOFError, OSError, ValueError):
+            pass
+    safe_load(path, what=what)

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,20 +84,14 @@ def write_image_atomic(path: str | os.PathLike, img: np.ndarray) -> None:
     """Encode by ``path``'s extension, write a temporary file beside it, then os.replace: never a torn file."""
     import cv2
 
+    from fke_basicsr.io_utils import atomic_write
+
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix, img)
     if not ok:
         raise ValueError(f'cannot encode {img.dtype} image with {img.shape} as {path.suffix}')
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'{path.suffix}.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(buf.tobytes()))  # the user's umask, not mkstemp's 0600
 
 
 def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -325,8 +318,43 @@ def load_model(opt: str | None = None, arch: str | None = None, variant: str | N
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{what}: expected an integer, got {text!r}') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f'{what}: expected an integer >= {low}, got {value}')
+        return value
+    return parse
+
+
+def _device(text: str) -> str:
+    import re
+    m = re.fullmatch(r'(cpu|cuda)(?::(\d+))?', text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"--device: expected cpu, cuda or cuda:N, got {text!r}")
+    if m.group(1) == 'cuda':
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise argparse.ArgumentTypeError(f'--device: {text} requested but CUDA is not available; use --device cpu')
+        if m.group(2) is not None and int(m.group(2)) >= n:
+            raise argparse.ArgumentTypeError(f'--device: {text} but only {n} GPU(s) are present (cuda:0..{n - 1})')
+    return text
+
+
+def _sha256(text: str) -> str:
+    import re
+    if not re.fullmatch(r'[0-9a-fA-F]{64}', text.strip()):
+        raise argparse.ArgumentTypeError(f'--sha256: expected 64 hexadecimal digits, got {text!r}')
+    return text.strip()
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m fke_basicsr.infer', description=__doc__.split('\n')[0],
+    from fke_basicsr.io_utils import OneLineParser
+
+    p = OneLineParser(prog='python -m fke_basicsr.infer', description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='\n'.join(__doc__.split('\n')[7:]))
     p.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
@@ -340,36 +368,67 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--weights', help='checkpoint (.pth); overrides path.pretrain_network_g of --opt')
     p.add_argument('--param-key', choices=('params', 'params_ema'),
                    help='state dict inside the checkpoint (default: params, else params_ema)')
-    p.add_argument('--sha256', help='expected sha256 of the weights file (checked before loading)')
-    p.add_argument('--tile', type=int, default=512, help='tile side in input pixels; 0 = whole image (default 512)')
-    p.add_argument('--tile-overlap', type=int, default=128, help='tile overlap in input pixels (default 128)')
-    p.add_argument('--tile-batch', type=int, default=1, help='tiles per forward on the device (default 1)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+    p.add_argument('--sha256', type=_sha256, help='expected sha256 of the weights file (checked before loading)')
+    p.add_argument('--tile', type=_int_at_least(0, '--tile'), default=512, help='tile side in input pixels; 0 = whole image (default 512)')
+    p.add_argument('--tile-overlap', type=_int_at_least(0, '--tile-overlap'), default=128, help='tile overlap in input pixels (default 128)')
+    p.add_argument('--tile-batch', type=_int_at_least(1, '--tile-batch'), default=1, help='tiles per forward on the device (default 1)')
+    p.add_argument('--device', type=_device, default='cuda' if torch.cuda.is_available() else 'cpu',
                    help='cpu, cuda or cuda:N (default: cuda if available)')
     p.add_argument('--amp', choices=sorted(_AMP), help='autocast dtype for the model')
-    p.add_argument('--scale', type=int, help='super-resolution factor (default: the model\'s upscale, else 1)')
-    p.add_argument('--threads', type=int, help='torch CPU threads')
+    p.add_argument('--scale', type=_int_at_least(1, '--scale'), help='super-resolution factor (default: the model\'s upscale, else 1)')
+    p.add_argument('--threads', type=_int_at_least(1, '--threads'), help='torch CPU threads')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 
 
+def _check_outputs(files: list[Path], inputs: str, out_dir: Path) -> None:
+    """Refuse, before the model runs, any output that would replace an input (any spelling, symlinks too)."""
+    from fke_basicsr.io_utils import UserError, check_writable_folder, same_file
+
+    check_writable_folder(out_dir, 'output')
+    if Path(inputs).is_dir() and out_dir.exists() and same_file(out_dir, inputs):
+        raise UserError('output: must differ from the input folder (outputs keep the input file names)')
+    for path in files:
+        target = out_dir / path.name
+        if target.exists() and same_file(target, path):
+            raise UserError(f'output: writing {target} would overwrite the input {path}; choose another -o folder '
+                            '(outputs keep the input file names).')
+
+
+def _clipping_note(path: Path, img: np.ndarray) -> str | None:
+    """A float image with values outside [0, 1]: what infer does with them (clips), said once per file."""
+    if img.dtype.kind != 'f' or img.size == 0:
+        return None
+    lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+    if lo >= 0.0 and hi <= 1.0:
+        return None
+    return (f'note: {path}: float pixel values span [{lo:.4g}, {hi:.4g}]; the model takes [0, 1], so they were '
+            'clipped to [0, 1] and the output is in [0, 1] (scale the image to [0, 1] first to keep its range).')
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from fke_basicsr.io_utils import keyboard_interrupt_exit
+    with keyboard_interrupt_exit('infer'):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import fke_basicsr  # noqa: F401  (shims + registration)
     from fke_basicsr.checkpoints import CheckpointMismatchError
+    from fke_basicsr.io_utils import UserError, remove_stale_tmp
     from fke_basicsr.profile import parse_sets
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.output)
     try:
+        if not Path(args.input).exists():
+            raise UserError(f'input: {args.input} does not exist; give an image file or a folder of images.')
         files = list_images(args.input)
         if not files:
             raise ValueError(f'input: no images with extensions {", ".join(IMAGE_EXTENSIONS)} in {args.input}')
-        if Path(args.input).is_dir() and out_dir.resolve() == Path(args.input).resolve():
-            raise ValueError('output: must differ from the input folder (outputs keep the input file names)')
-        if args.device.startswith('cuda') and not torch.cuda.is_available():
-            raise ValueError(f'device: {args.device} requested but CUDA is not available; use --device cpu')
+        _check_outputs(files, args.input, out_dir)
         model, info = load_model(args.opt, args.arch, args.variant, args.weights, args.param_key,
                                  parse_sets(args.sets), args.sha256)
         scale = args.scale or getattr(model, 'upscale', None) or info['scale'] or 1
@@ -381,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp([out_dir])  # partial files of a killed earlier run
     print(f'{len(files)} image(s) -> {out_dir} | device {restorer.device}, threads {torch.get_num_threads()}, '
           f'tile {restorer.tile or "whole image"}/{restorer.overlap if restorer.tile else 0}, '
           f'pad multiple {restorer.multiple}, scale {restorer.scale}, amp {args.amp or "off"}')
@@ -394,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             img = read_image(path)
+            note = _clipping_note(path, img)
+            if note:
+                bar.write(note, file=sys.stderr)
             result = restorer.restore_image(img)
             write_image_atomic(out_dir / path.name, result)
         except (ImageReadError, ValueError, OSError) as err:

@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from fke_basicsr.io_utils import UserError
+
 __all__ = ['OptionsError', 'load_yaml', 'validate_options', 'resolve_dataroots']
 
 # Top-level keys BasicSR 1.4.2 (and our models) read; anything else is most likely a typo.
@@ -29,9 +31,30 @@ KNOWN_PATH = {
 }
 KNOWN_LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 DATAROOT_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
+# Dataset keys BasicSR's datasets, loaders and samplers (and ours) read.
+KNOWN_DATASET = {
+    'name', 'type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl', 'io_backend', 'gt_size',
+    'use_hflip', 'use_rot', 'use_flip', 'use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu',
+    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue', 'phase',
+    'scale', 'mean', 'std', 'color',
+}
+# (key, accepted types, description) of values whose wrong type otherwise fails only after training started.
+_INT, _BOOL, _NUM, _STR = (int,), (bool,), (int, float), (str,)
+TYPED_TOP = {'name': (_STR, 'a string'), 'manual_seed': (_INT, 'an int'), 'scale': (_INT, 'a positive int')}
+TYPED_DATASET = {
+    'batch_size_per_gpu': (_INT, 'a positive int'), 'num_worker_per_gpu': (_INT, 'an int >= 0'),
+    'dataset_enlarge_ratio': (_INT, 'a positive int'), 'use_hflip': (_BOOL, 'true or false'),
+    'use_rot': (_BOOL, 'true or false'), 'use_shuffle': (_BOOL, 'true or false'),
+    'filename_tmpl': (_STR, "a string with '{}'"),
+}
+TYPED_TRAIN = {'total_iter': (_INT, 'a positive int'), 'warmup_iter': (_INT, 'an int (-1: no warm-up)'),
+               'ema_decay': (_NUM, 'a number in [0, 1)')}
+TYPED_LOGGER = {'print_freq': (_INT, 'a positive int'), 'save_checkpoint_freq': (_INT, 'a positive int'),
+                'use_tb_logger': (_BOOL, 'true or false')}
+TYPED_VAL = {'val_freq': (_NUM, 'a positive int'), 'save_img': (_BOOL, 'true or false')}
 
 
-class OptionsError(ValueError):
+class OptionsError(UserError):
     """An options file that cannot run; the message says which key/file and what to change."""
 
 
@@ -96,16 +119,112 @@ def resolve_dataroots(opt: dict, root_path: str | os.PathLike) -> None:
                     dataset[key] = os.path.join(str(root_path), expanded)
 
 
+def _type_name(v: Any) -> str:
+    return f'{v!r} ({type(v).__name__})'
+
+
+def _check_typed(section: str, values: dict, schema: dict, source: str) -> None:
+    for key, (types, what) in schema.items():
+        if key not in values or values[key] is None:
+            continue
+        v = values[key]
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        if not ok:
+            hint = ' (remove the quotes)' if isinstance(v, str) else ''
+            raise OptionsError(f'{source}: `{section}{key}` must be {what}, got {_type_name(v)}{hint}.')
+
+
+def _check_positive(section: str, values: dict, keys: Iterable[str], source: str, minimum: int = 1) -> None:
+    for key in keys:
+        v = values.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < minimum:
+            raise OptionsError(f'{source}: `{section}{key}` must be >= {minimum}, got {v}.')
+
+
+def _check_network(net_key: str, net_opt: dict, registry, source: str) -> None:
+    """Keys of network_g against the arch constructor's parameters (nearest name for a typo) and their types."""
+    import inspect
+    cls = registry.get(net_opt['type'])
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n != 'self']
+    for key, value in net_opt.items():
+        if key == 'type':
+            continue
+        if key not in params:
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            fix = f"did you mean `{near[0]}`? " if near else ''
+            raise OptionsError(f"{source}: `{net_key}.{key}` is not an option of {net_opt['type']}; {fix}Valid keys: "
+                               f"{', '.join(valid)}.")
+        default = params[key].default
+        if default is inspect.Parameter.empty or default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            bad = not isinstance(value, bool)
+        elif isinstance(default, int):
+            bad = isinstance(value, bool) or not isinstance(value, int)
+        elif isinstance(default, float):
+            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+        elif isinstance(default, (list, tuple)):
+            bad = not isinstance(value, (list, tuple))
+        else:
+            bad = False
+        if bad:
+            raise OptionsError(f'{source}: `{net_key}.{key}` must be {type(default).__name__} like its default '
+                               f'{default!r}, got {_type_name(value)}.')
+
+
+def _check_pretrained(opt: dict, source: str) -> None:
+    """path.pretrain_network_g exists and loads weights-only (checked before any folder is made)."""
+    value = (opt.get('path') or {}).get('pretrain_network_g')
+    if not value:
+        return
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_file():
+        raise OptionsError(f'{source}: path.pretrain_network_g: {value} does not exist; point it to a .pth file '
+                           '(e.g. experiments/<name>/models/net_g_latest.pth) or set it to ~.')
+    from fke_basicsr.checkpoints import check_loadable
+    check_loadable(path, what='path.pretrain_network_g')
+
+
 def validate_options(opt: dict, is_train: bool = True, source: str = 'options') -> None:
-    """Check registered types, dataset folders and top-level keys; raise OptionsError on the first problem."""
+    """The one options check, run on the file as read, before BasicSR parses it or creates any folder.
+
+    Keys (top level, path, logger, datasets.*, network_g against its arch's constructor, with the nearest
+    valid name), value types, positive sizes, registered ``type`` names, dataset folders and their images,
+    gt_size against the arch's size multiple, num_gpu against the GPUs present, the pretrained weights.
+    Raises OptionsError naming the key and the fix on the first problem.
+    """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
     _check_known('', opt.keys(), KNOWN_TOP_LEVEL)
     _check_known('path:', (opt.get('path') or {}).keys(), KNOWN_PATH)
     _check_known('logger:', (opt.get('logger') or {}).keys(), KNOWN_LOGGER)
-    for required in ('name', 'model_type', 'num_gpu', 'datasets'):
+    for required, example in (('name', 'name: my_experiment'), ('model_type', 'model_type: DeblurModel'),
+                              ('num_gpu', 'num_gpu: 0  (CPU; 1 per GPU, or auto)'), ('datasets', 'datasets: {...}')):
         if required not in opt:
-            raise OptionsError(f'{source}: missing required key `{required}`.')
+            raise OptionsError(f'{source}: missing required key `{required}`; add a line like `{example}`.')
+    _check_typed('', opt, TYPED_TOP, source)
+    _check_positive('', opt, ('scale',), source)
+    num_gpu = opt['num_gpu']
+    if num_gpu != 'auto':
+        if isinstance(num_gpu, bool) or not isinstance(num_gpu, int) or num_gpu < 0:
+            raise OptionsError(f'{source}: `num_gpu` must be an int >= 0 or auto, got {_type_name(num_gpu)}.')
+        import torch
+        present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if num_gpu > present:
+            raise OptionsError(f'{source}: `num_gpu: {num_gpu}` but {present} GPU(s) are present; set num_gpu: '
+                               f'{present}{" (CPU)" if present == 0 else ""} or auto.')
+    for section, schema in (('train', TYPED_TRAIN), ('logger', TYPED_LOGGER), ('val', TYPED_VAL)):
+        if isinstance(opt.get(section), dict):
+            _check_typed(f'{section}.', opt[section], schema, source)
+            _check_positive(f'{section}.', opt[section],
+                            [k for k in schema if k not in ('warmup_iter', 'ema_decay', 'use_tb_logger', 'save_img')],
+                            source)
     _check_type('model_type', opt['model_type'], MODEL_REGISTRY, 'model')
     model_check = getattr(MODEL_REGISTRY.get(opt['model_type']), 'check_options', None)
     if callable(model_check):  # our models validate their train/val sections before any folder is made
@@ -115,7 +234,13 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
             raise OptionsError(f'{source}: {err}') from None
     for net_key in ('network_g', 'network_d'):
         if net_key in opt:
-            _check_type(f'{net_key}.type', (opt[net_key] or {}).get('type'), ARCH_REGISTRY, 'arch')
+            if not isinstance(opt[net_key], dict):
+                raise OptionsError(f'{source}: `{net_key}` must be a mapping with a `type` and its options.')
+            _check_type(f'{net_key}.type', opt[net_key].get('type'), ARCH_REGISTRY, 'arch')
+            _check_network(net_key, opt[net_key], ARCH_REGISTRY, source)
+    _check_pretrained(opt, source)
+    multiple = getattr(ARCH_REGISTRY.get(opt['network_g']['type']), 'size_multiple', 1) if 'network_g' in opt else 1
+    multiple = multiple if isinstance(multiple, int) and multiple > 0 else 1
     for key, value in (opt.get('train') or {}).items():
         if key.endswith('_opt') and isinstance(value, dict):
             _check_type(f'train.{key}.type', value.get('type'), LOSS_REGISTRY, 'loss')
@@ -128,6 +253,17 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
         if not isinstance(dataset, dict):
             raise OptionsError(f'datasets.{phase} must be a mapping with a `type` and its dataroots.')
         _check_type(f'datasets.{phase}.type', dataset.get('type'), DATASET_REGISTRY, 'dataset')
+        _check_known(f'datasets.{phase}.', dataset.keys(), KNOWN_DATASET)
+        _check_typed(f'datasets.{phase}.', dataset, TYPED_DATASET, source)
+        _check_positive(f'datasets.{phase}.', dataset, ('batch_size_per_gpu', 'dataset_enlarge_ratio'), source)
+        _check_positive(f'datasets.{phase}.', dataset, ('num_worker_per_gpu',), source, minimum=0)
+        if phase == 'train' and is_train and 'batch_size_per_gpu' not in dataset:
+            raise OptionsError(f'{source}: `datasets.train.batch_size_per_gpu` is missing; add e.g. '
+                               '`batch_size_per_gpu: 8`.')
+        gt = dataset.get('gt_size')
+        if phase == 'train' and isinstance(gt, int) and not isinstance(gt, bool) and (gt <= 0 or gt % multiple):
+            raise OptionsError(f"{source}: `datasets.train.gt_size: {gt}` must be a positive multiple of {multiple} "
+                               f"(the size multiple of {opt['network_g']['type']}); use {max(multiple, gt // multiple * multiple)}.")
         for key in DATAROOT_KEYS:
             value = dataset.get(key)
             if isinstance(value, str) and not os.path.exists(os.path.expanduser(value)):
@@ -135,3 +271,5 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
                     f"datasets.{phase}.{key}: '{value}' does not exist (relative paths are taken from {Path.cwd()}). "
                     'Prepare the dataset first (see datasets/README.md and scripts/data_preparation/), or point '
                     'this key to where it lives.')
+        from fke_basicsr.data.checks import check_dataset_files
+        check_dataset_files(phase, dataset)

@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -718,7 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) == 2 and argv[0] == '--_memory-child':
         import fke_basicsr  # noqa: F401
         return _memory_child(argv[1])
-    p = argparse.ArgumentParser(prog='python -m fke_basicsr.profile', description=__doc__.split('\n')[0])
+    from fke_basicsr.io_utils import OneLineParser, keyboard_interrupt_exit
+    p = OneLineParser(prog='python -m fke_basicsr.profile', description=__doc__.split('\n')[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--opt', help='train/test YAML whose network_g is profiled')
     src.add_argument('--arch', help='registered arch name, e.g. DeepRFTv2 or ATD')
@@ -739,6 +741,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.size) < 1:
         p.error(f'--size: expected positive H W, got {args.size}')
+    if args.threads is not None and args.threads < 1:
+        p.error(f'--threads: expected an integer >= 1, got {args.threads}')
+    if args.warmup < 0 or args.reps < 1:
+        p.error(f'--warmup must be >= 0 and --reps >= 1, got {args.warmup} and {args.reps}')
+    if not (args.device == 'cpu' or args.device.startswith('cuda')):
+        p.error(f'--device: expected cpu, cuda or cuda:N, got {args.device!r}')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        p.error(f'--device: {args.device} requested but CUDA is not available; use --device cpu')
+    if args.json:  # checked before the count, not after it
+        target = Path(args.json)
+        if target.is_dir():
+            p.error(f'--json: {target} is a folder; give a file name, e.g. {target / "profile.json"}')
+        if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+            p.error(f'--json: cannot write into {target.parent} (missing or not writable)')
+    with keyboard_interrupt_exit('profile'):
+        return _run(args)
+
+
+def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -750,8 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_table(result))
     if args.json:
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=1)
+        from fke_basicsr.io_utils import atomic_write
+        atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=1).encode('utf-8')))
     return 0
 
 

@@ -139,7 +139,44 @@ def is_complete(out: str, seed: int = 0) -> bool:
             meta = json.load(f)
     except (OSError, ValueError):
         return False
-    return (meta.get('seed'), meta.get('lengths'), meta.get('noise_sigma')) == (seed, list(LENGTHS), list(NOISE_SIGMA))
+    if (meta.get('seed'), meta.get('lengths'), meta.get('noise_sigma')) != (seed, list(LENGTHS), list(NOISE_SIGMA)):
+        return False
+    missing = missing_files(out, meta)
+    if missing:
+        print(f'Demo dataset at {out} is incomplete: {missing[0]}{f" and {len(missing) - 1} more" if len(missing) > 1 else ""}'
+              ' missing since it was written; rebuilding it.')
+        return False
+    return True
+
+
+def missing_files(out: str, meta: dict) -> list[str]:
+    """Files COMPLETE.json promises (pair counts per split, the lmdb databases if any) that are not there."""
+    missing = []
+    for split in ('train', 'val'):
+        count = meta.get(split)
+        for sub in ('blur', 'sharp'):
+            folder = osp.join(out, split, sub)
+            have = len([f for f in os.listdir(folder) if f.endswith('.png')]) if osp.isdir(folder) else 0
+            if isinstance(count, int) and have < count:
+                missing.append(f'{count - have} of {count} images in {folder}')
+            lmdb = osp.join(out, split, f'{sub}.lmdb')
+            if meta.get('lmdb', osp.isdir(lmdb)) and not osp.isfile(osp.join(lmdb, 'data.mdb')):
+                missing.append(osp.join(lmdb, 'data.mdb'))
+    return missing
+
+
+def check_out(out: str) -> None:
+    """Refuse an --out that is a file, or a folder holding something other than a Demo dataset (never deleted)."""
+    if osp.exists(out) and not osp.isdir(out):
+        raise SystemExit(f'error: --out {out} is a file; give a folder for the Demo dataset (it is created).')
+    if osp.isdir(out) and os.listdir(out) and not osp.isfile(osp.join(out, DONE_MARKER)):
+        raise SystemExit(f'error: --out {out} already holds files that are not a Demo dataset (no {DONE_MARKER}); '
+                         'it would be replaced: choose an empty or new folder.')
+    parent = osp.dirname(osp.abspath(out))
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not os.access(parent, os.W_OK):
+        raise SystemExit(f'error: --out {out}: {parent} is not writable; choose a folder you can write to.')
 
 
 def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int = 0, force: bool = False,
@@ -149,8 +186,9 @@ def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int =
         print(f'Demo dataset already present at {out} (delete it or pass --force to rebuild).')
         return out
     import fke_basicsr  # noqa: F401  (compat shims before basicsr is imported)
+    check_out(out)
     tmp = f'{out}.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier build
     rng = np.random.default_rng(seed)
     n_train = write_split(osp.join(tmp, 'train'), TRAIN_PHOTOS, (TRAIN_TILE, TRAIN_TILE), TRAIN_STRIDE, MAX_TRAIN, None,
                           False, rng)
@@ -161,7 +199,7 @@ def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int =
     with open(osp.join(tmp, DONE_MARKER), 'w') as f:
         json.dump({'seed': seed, 'train': n_train, 'val': n_val, 'kernel_size': KERNEL_SIZE,
                    'lengths': LENGTHS, 'angles': 'uniform [0, pi)', 'noise_sigma': NOISE_SIGMA, 'train_photos': TRAIN_PHOTOS,
-                   'val_photos': VAL_PHOTOS, 'val_strip_rows': VAL_STRIP}, f, indent=1)
+                   'val_photos': VAL_PHOTOS, 'val_strip_rows': VAL_STRIP, 'lmdb': bool(lmdb)}, f, indent=1)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # appears complete or not at all
     print(f'Demo dataset written to {out}: {n_train} train pairs ({TRAIN_TILE}x{TRAIN_TILE}), {n_val} val pairs '
@@ -177,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--no-lmdb', action='store_true', help='write only the PNG folders')
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
-    make_demo_dataset(args.out, args.seed, args.force, not args.no_lmdb)
+    check_out(args.out)  # before 20 s of work, not after
+    try:
+        make_demo_dataset(args.out, args.seed, args.force, not args.no_lmdb)
+    except KeyboardInterrupt:
+        shutil.rmtree(f'{args.out}.tmp', ignore_errors=True)
+        print('make_demo_dataset: interrupted (Ctrl-C); the partial build was removed.', file=sys.stderr)
+        return 130
     return 0
 
 

@@ -38,7 +38,8 @@ import fke_basicsr  # noqa: E402,F401  (compat shims + registration before basic
 from basicsr.archs import build_network  # noqa: E402
 
 from fke_basicsr import eval_protocols as ep  # noqa: E402
-from fke_basicsr.checkpoints import load_checkpoint  # noqa: E402
+from fke_basicsr.checkpoints import load_checkpoint, safe_load  # noqa: E402
+from fke_basicsr.io_utils import OneLineParser, run_cli  # noqa: E402
 from fke_basicsr.metrics import dpdd_metric, realblur_metric  # noqa: E402
 from fke_basicsr.metrics.metric_util import Aggregate, mean_of_images  # noqa: E402
 from fke_basicsr.metrics.psnr_metric import calculate_psnr_rgb  # noqa: E402
@@ -460,7 +461,12 @@ def _key_value(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command line; a usage, weights or data error is one ``error:`` line and exit code 2."""
+    return run_cli('reproduce_tables', _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data-root', type=Path, default=ROOT / 'datasets')
     ap.add_argument('--out', type=Path, default=ROOT / 'results' / 'tables')
     ap.add_argument('--tables', default='1,2,3,4,6,7', help='comma-separated table numbers')
@@ -487,6 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     for k, p in ckpts.items():
         if not p.is_file():
             raise ValueError(f'--ckpt {k}: no checkpoint file at {p}')
+        safe_load(p, what=f'--ckpt {k}:')  # weights-only, refused before any table work if it holds code
+    if not args.data_root.is_dir():
+        raise ValueError(f'--data-root: {args.data_root} is not a folder; prepare the datasets (datasets/README.md) '
+                         'or point --data-root to where they live.')
+    if not ckpts and not args.ablation and not args.plugin:
+        raise ValueError('nothing to do: every table needs weights; give --ckpt KEY=PATH (KEY in '
+                         f'{", ".join(sorted(DEFAULT_NETS))}) or --ablation T6:rowNN=<yml>,<ckpt>.')
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f'--out: {args.out} is a file; give a folder for the tables.')
     nets = {k: dict(v) for k, v in DEFAULT_NETS.items()}
     for k, v in _key_value(args.net, '--net').items():
         if k not in DEFAULT_NETS:
@@ -497,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         if ',' not in v:
             raise ValueError(f'--ablation {k}: expected <yml|json>,<ckpt>, got {v!r}')
         spec, ck = v.rsplit(',', 1)
+        if not Path(ck).is_file():
+            raise ValueError(f'--ablation {k}: no checkpoint file at {ck}')
+        safe_load(ck, what=f'--ablation {k}:')
         ablations[k] = (network_options(spec), Path(ck))
     tables = [int(t) for t in args.tables.split(',') if t.strip()]
     missing = [t for t in tables if t not in TABLE_BUILDERS]

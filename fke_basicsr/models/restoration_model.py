@@ -371,20 +371,57 @@ class RestorationModel(SRModel):
                                     for k, v in state.items())
         _atomic_torch_save(save, path)
 
+    def load_network(self, net, load_path: str, strict: bool = True, param_key: str | None = 'params') -> None:
+        """BasicSR's load_network through the one loader: weights-only, authors' layout, the mismatch report."""
+        from fke_basicsr.checkpoints import CheckpointMismatchError, load_checkpoint, safe_load
+        obj = safe_load(load_path, what='path.pretrain_network_g')
+        if param_key is not None and isinstance(obj, Mapping) and param_key not in obj and 'params' in obj:
+            get_root_logger().info(f'Loading: {param_key} does not exist in {load_path}, use params.')
+            param_key = 'params'
+        if param_key is not None and isinstance(obj, Mapping) and param_key not in obj:
+            raise CheckpointMismatchError(f"{load_path}: no '{param_key}' entry (it has {sorted(obj)[:6]}); set "
+                                          'path.param_key_g to one of those, or point path.pretrain_network_g to a '
+                                          'BasicSR checkpoint.')
+        bare = self.get_bare_model(net)
+        get_root_logger().info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: '
+                               f'[{param_key}].')
+        try:
+            load_checkpoint(bare, obj, strict=strict, param_key=param_key)
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(f'{load_path}: {err}') from None
+
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
-        """Optimisers, schedulers and the fp16 GradScaler, written atomically (plain tensors and numbers only)."""
+        """Optimisers, schedulers, the fp16 GradScaler and the RNG states, written atomically.
+
+        Only tensors, numbers, strings and containers go in, so the file loads with ``weights_only=True``. The
+        data stream's position is (epoch, iter) (see fke_basicsr.data.stream).
+        """
+        from fke_basicsr.rng import get_rng_states
         if current_iter == -1:
             return
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
+                 'schedulers': [s.state_dict() for s in self.schedulers],
+                 'rng': get_rng_states()}
         if getattr(self, 'scaler', None) is not None and self.scaler.is_enabled():
             state['scaler'] = self.scaler.state_dict()
         _atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: dict) -> None:
-        """Reload optimisers/schedulers and the GradScaler (Optimizer.load_state_dict moves tensors to the params)."""
+        """Reload optimisers/schedulers, the GradScaler and the RNG states (the last thing before the loop)."""
+        from fke_basicsr.rng import set_rng_states
+        if len(resume_state['optimizers']) != len(self.optimizers) or \
+                len(resume_state['schedulers']) != len(self.schedulers):
+            raise ValueError(f"path.resume_state: the state holds {len(resume_state['optimizers'])} optimiser(s) "
+                             f"and {len(resume_state['schedulers'])} scheduler(s), this model has "
+                             f'{len(self.optimizers)} and {len(self.schedulers)}: resume with the options it was '
+                             'trained with.')
         super().resume_training(resume_state)
         if 'scaler' in resume_state and self.scaler.is_enabled():
             self.scaler.load_state_dict(resume_state['scaler'])
+        if 'rng' in resume_state:
+            set_rng_states(resume_state['rng'])
+        else:
+            get_root_logger().warning('The training state has no RNG states (written by an older version): the '
+                                      'resumed run will not repeat the uninterrupted one exactly.')
