@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 import fke_basicsr  # noqa: F401  (shims + registration)
+from fke_basicsr.convert_options import prepare_argv
 from fke_basicsr.options import OptionsError, load_yaml, resolve_dataroots, validate_options
 
 DIST_BACKEND_ENV = 'FKE_DIST_BACKEND'
@@ -146,6 +147,7 @@ def run(pipeline: str, argv: Sequence[str] | None = None, root_path: str | None 
     root = osp.abspath(root_path or default_root())
     try:
         _precheck(argv)
+        argv = prepare_argv(argv, pipeline, root)  # the authors'/ATD's files -> ours (docs/migrating.md)
         bopt.init_dist = init_dist
         btr.load_resume_state = load_resume_state
         base_model.BaseModel.model_to_device = model_to_device
