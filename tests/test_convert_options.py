@@ -1,8 +1,6 @@
 """The authors' and ATD's option layouts (generated, tests/foreign_options.py) convert to ours: the same networks
 (parameter counts, state-dict layout), the progressive schedule kept, every key accounted for, clear refusals."""
-import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -42,7 +40,7 @@ def _all_covered(opt, rep):
 
 @pytest.mark.parametrize('case, is_train, expected_params, preset', [
     ('gopro_train', True, 30_117_560, 'B'),
-    ('gopro_test', False, 30_117_560, 'B'),
+    ('gopro_test', False, None, 'B'),
     ('gopro_test_S', False, 21_191_096, 'S'),
     ('defocus_train', True, 21_191_096, 'S'),
 ])
@@ -56,6 +54,8 @@ def test_deblur_files_build_the_authors_network(case, is_train, expected_params,
     assert out['network_g']['variant'] == preset  # inferred from the block kinds, never a silent default
     for key in ('sub_image', 'sub_image_size', 'overlap_size', 'pad_input', 'return_all'):
         assert key not in out['network_g']  # test-time settings live in val.tile
+    if expected_params is None:  # the same -B network as gopro_train (built there)
+        return
     net = _build(out['network_g'])
     assert _count(net) == expected_params
     assert _layout(net) == _layout(DeepRFTv2(variant=preset))
@@ -185,13 +185,3 @@ def test_cli_writes_the_converted_file_and_refuses_with_exit_2(tmp_path, capsys)
     src.write_text(yaml.safe_dump(bad))
     assert main([str(src)]) == 2
     assert 'mixup' in capsys.readouterr().err
-
-
-def test_cli_runs_as_a_module(tmp_path):
-    src = tmp_path / 'test_ATD_lightSR_x2.yml'
-    src.write_text(yaml.safe_dump(fo.authors_atd_test(2)))
-    proc = subprocess.run([sys.executable, '-m', 'fke_basicsr.convert_options', str(src), '--test'], cwd=ROOT,
-                          env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load(proc.stdout)['path']['param_key_g'] == 'params_ema'
-    assert 'mapped  path.param_key' in proc.stderr
