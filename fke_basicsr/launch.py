@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 import fke_basicsr  # noqa: F401  (shims + registration)
+from fke_basicsr.archs.fke_attach_arch import expose_base_options
 from fke_basicsr.convert_options import prepare_argv
 from fke_basicsr.options import OptionsError, load_yaml, resolve_dataroots, validate_options
 
@@ -97,6 +98,7 @@ def _checked_parse_options(original: Callable, is_train_default: bool) -> Callab
     def parse_options(root_path, is_train=is_train_default):
         opt, args = original(root_path, is_train=is_train)
         resolve_dataroots(opt, root_path)
+        expose_base_options(opt)  # FKEAttach: model classes read base-arch keys (SwinIRModel's window_size)
         validate_options(opt, is_train=is_train, source=args.opt)
         return opt, args
     return parse_options
