@@ -543,6 +543,10 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
             out['train'] = _convert_train(opt['train'], kind, Report(), src)
             rep.add('train.use_fp16', 'mapped', f'-> train.amp: {out["train"]["amp"]}')
         rep.add('model_type', 'kept', 'ATDModel = our RestorationModel, registered under ATD\'s name')
+        for phase, ds in (out.get('datasets') or {}).items():
+            if check_gpus and isinstance(ds, dict) and ds.get('prefetch_mode') == 'cuda' and not _cuda_count():
+                ds['prefetch_mode'] = None
+                rep.add(f'datasets.{phase}.prefetch_mode', 'mapped', 'cuda -> ~ (no CUDA on this machine)')
         return out, rep
 
     deblur = kind == AUTHORS_DEBLUR
