@@ -328,6 +328,11 @@ def convert_deeprft_network(net: Mapping, rep: Report, src: str) -> tuple[dict, 
 
 def convert_atd_network(net: Mapping, rep: Report, src: str) -> tuple[dict, dict]:
     """The authors' ATD(+FKE) keys -> (our ATD network_g, the val.tile protocol options)."""
+    for key, light in (('upsampler', 'pixelshuffledirect'), ('resi_connection', '1conv')):
+        if net.get(key, light) != light:
+            raise _refuse(src, f'network_g.{key}', net[key], 'selects the full-size ATD, which is not implemented '
+                          'here (ATD-light, the network of the paper\'s Table 5, is)', f'Use {key}: {light} with '
+                          'the ATD-light sizes (embed_dim 48, depths [6, 6, 6, 6]).')
     _fixed_and_dead(net, ATD_FIXED, ATD_DEAD, rep, src)
     ours = {}
     for key in ATD_SAME:
@@ -366,7 +371,7 @@ DATASET_KEEP = ('name', 'type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 
 
 
 def _convert_dataset(phase: str, ds: Mapping, kind: str, scale: int, world: int, total_iter: int | None,
-                     rep: Report, src: str, train_out: dict) -> dict:
+                     rep: Report, src: str, train_out: dict, val_out: dict) -> dict:
     out: dict[str, Any] = {}
     key = f'datasets.{phase}'
     for k, v in ds.items():
@@ -381,6 +386,10 @@ def _convert_dataset(phase: str, ds: Mapping, kind: str, scale: int, world: int,
             out['gt_size'] = int(v) * scale
             rep.add(path, 'mapped', f'{v} -> {int(v) * scale} (their SR loader crops gt_size LR pixels; BasicSR\'s '
                     'gt_size is the HR patch)')
+        elif k == 'crop_size' and isinstance(v, (list, tuple)) and len(v) == 2 and not phase.startswith('train'):
+            val_out['pad_to'] = [int(v[0]), int(v[1])]
+            rep.add(path, 'mapped', f'-> val.pad_to: {list(v)} (validation frames zero-padded to that size, as '
+                    'their loader does for RealBlur; the metric is computed on the original frame)')
         elif k in ('crop_size', 'crop_sizes'):
             values = v if isinstance(v, (list, tuple)) else [v]
             if any(x != -1 for x in values):
@@ -396,6 +405,11 @@ def _convert_dataset(phase: str, ds: Mapping, kind: str, scale: int, world: int,
         else:
             out[k] = v
             rep.add(path, 'kept', '(not an authors\' key we know; passed on to the dataset)')
+    if phase.startswith('train') and isinstance(ds.get('gt_size'), (list, tuple)) and out.get('type') == \
+            'PairedImageDataset':
+        out['type'] = 'PairedPadCropDataset'
+        rep.add(f'{key}.gt_size', 'mapped', f'{list(ds["gt_size"])} (H x W) -> type PairedPadCropDataset: frames '
+                'zero-padded at the bottom/right to that size, then cropped, as their loader does')
     if any(k in ds for k in ('mini_batch_sizes', 'iters', 'gt_sizes')):
         train_out['progressive'] = _progressive(ds, kind, scale, world, total_iter, rep, src, key)
     return out
@@ -571,13 +585,14 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
     train_in = opt.get('train') or {}
     total = int(train_in['total_iter']) if is_train and 'total_iter' in train_in else None
     train_out: dict[str, Any] = {}
+    val_extra: dict[str, Any] = {}
     datasets = {}
     for phase, ds in (opt.get('datasets') or {}).items():
         if not is_train and phase.startswith('train'):
             rep.add(f'datasets.{phase}', 'dropped', 'a test run reads no training set')
             continue
         datasets[phase] = _convert_dataset(phase, ds or {}, kind, scale, world_size, total, rep, src,
-                                           train_out if phase.startswith('train') else {})
+                                           train_out if phase.startswith('train') else {}, val_extra)
     if not datasets:
         if is_train:
             raise ConversionError(f'{src}: no `datasets` section; a training file needs datasets.train (see '
@@ -616,7 +631,7 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
         out['train'] = train
     elif 'train' in opt:
         rep.add('train', 'dropped', 'a test run reads no train section')
-    val = _convert_val(opt.get('val') or {}, kind, rep, src)
+    val = {**_convert_val(opt.get('val') or {}, kind, rep, src), **val_extra}
     if tile.get('tile') is not None:
         val['tile'] = tile['tile']
     if 'metrics' not in val:

@@ -64,7 +64,7 @@ def _paired(name, gt, lq, **extra):
 def authors_deblur_train(gt='/data/GoPro/train/sharp', lq='/data/GoPro/train/blur', vgt='/data/GoPro/test/sharp',
                          vlq='/data/GoPro/test/blur', net=None, num_gpu=8, batches=(2, 1), iters=(450000, 150000),
                          gt_size=512, gt_sizes=(256, 512), total_iter=600000, name='DeepRFTv2-B-GoPro',
-                         save_path=None) -> dict:
+                         save_path=None, val_crop=-1) -> dict:
     """Their train-GoPro (defaults) / Defocus training file layout."""
     train_ds = _paired('TrainSet', gt, lq, geometric_augs=True, filename_tmpl='{}')
     train_ds.update({'use_shuffle': True, 'num_worker_per_gpu': 8, 'batch_size_per_gpu': max(batches),
@@ -78,7 +78,7 @@ def authors_deblur_train(gt='/data/GoPro/train/sharp', lq='/data/GoPro/train/blu
     return {
         'name': name, 'model_type': 'ImageCleanModel', 'scale': 1, 'num_gpu': num_gpu, 'manual_seed': 100,
         'datasets': {'train': train_ds,
-                     'val': _paired('ValSet', vgt, vlq, crop_size=-1, crop_sizes=[-1] * len(batches))},
+                     'val': _paired('ValSet', vgt, vlq, crop_size=val_crop, crop_sizes=[-1] * len(batches))},
         'network_g': net or authors_deeprft_net('B'),
         'path': {'pretrain_network_g': None, 'strict_load_g': False, 'resume_state': None},
         'train': {'total_iter': total_iter, 'warmup_iter': -1, 'use_grad_clip': True, 'gt_for_train': True,

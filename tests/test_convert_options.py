@@ -95,6 +95,27 @@ def test_stage_iterations_are_fitted_to_total_iter():
     assert [s['iters'] for s in out['train']['progressive']] == [300000, 100000, 50000]
 
 
+def test_realblur_frames_pad_and_crop_as_theirs():
+    net = fo.authors_deeprft_net('B', sub_image=False, size=1512, overlap=80, train_size=820)
+    opt = fo.authors_deblur_train(net=net, iters=(50000, 100000), gt_size=[776, 680], gt_sizes=(512, [776, 680]),
+                                  total_iter=150000, val_crop=[776, 680], save_path='/vis/RealBlur_J')
+    out, rep = convert(opt, is_train=True, world_size=8)
+    _all_covered(opt, rep)
+    assert out['datasets']['train']['type'] == 'PairedPadCropDataset'
+    assert out['train']['progressive'] == [{'iters': 50000, 'gt_size': 512, 'batch': 16},
+                                           {'iters': 100000, 'gt_size': [776, 680], 'batch': 8}]
+    assert out['val']['pad_to'] == [776, 680] and 'tile' not in out['val']
+    assert out['network_g']['fke_window'] == 1512 and out['network_g']['variant'] == 'B'
+    from fke_basicsr.models.deblur_model import DeblurModel
+    DeblurModel.check_options({**out, 'is_train': True, 'world_size': 8})
+
+
+def test_full_size_atd_is_refused():
+    opt = fo.authors_atd_train(2, net=fo.authors_atd_net(2, upsampler='pixelshuffle', embed_dim=210))
+    with pytest.raises(ConversionError, match='full-size ATD'):
+        convert(opt, is_train=True)
+
+
 @pytest.mark.parametrize('scale, finetune, expected', [(2, False, 1_163_108), (3, True, 1_169_603),
                                                         (4, True, 1_178_696)])
 def test_atd_files_build_atd_light_fke(scale, finetune, expected):
