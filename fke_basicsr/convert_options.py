@@ -593,15 +593,17 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
             continue
         datasets[phase] = _convert_dataset(phase, ds or {}, kind, scale, world_size, total, rep, src,
                                            train_out if phase.startswith('train') else {}, val_extra)
+    default_val: dict[str, Any] = {}
     if not datasets:
         if is_train:
             raise ConversionError(f'{src}: no `datasets` section; a training file needs datasets.train (see '
                                   'docs/migrating.md).')
-        datasets['test_1'] = {'name': 'GoPro-test', 'type': 'PairedImageDataset',
-                              'dataroot_gt': 'datasets/GoPro/test/sharp', 'dataroot_lq': 'datasets/GoPro/test/blur',
-                              'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}}
-        rep.add('datasets', 'added', 'test_1: the GoPro test set in our layout (datasets/GoPro/test/{sharp,blur}); '
-                'their file has none (their val_gopro.py script supplies it)')
+        bench, folders, default_val = _default_test_set(f'{src} {opt.get("name") or ""}')
+        datasets['test_1'] = {'name': f'{bench}-test', 'type': 'PairedImageDataset',
+                              'dataroot_gt': folders[0], 'dataroot_lq': folders[1], 'filename_tmpl': '{}',
+                              'io_backend': {'type': 'disk'}}
+        rep.add('datasets', 'added', f'test_1: the {bench} test set in our layout ({folders[0]}, {folders[1]}; '
+                'datasets/README.md); their file has none (their test scripts supply it)')
     out['datasets'] = datasets
     out['network_g'] = net_g
     path = {}
@@ -634,10 +636,14 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
     val = {**_convert_val(opt.get('val') or {}, kind, rep, src), **val_extra}
     if tile.get('tile') is not None:
         val['tile'] = tile['tile']
+    for k, v in default_val.items():
+        if k not in val:
+            val[k] = v
+            rep.add(f'val.{k}', 'added', f'{v} (the protocol of that benchmark, docs/migrating.md)')
     if 'metrics' not in val:
         val['metrics'] = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
                           'ssim': {'type': 'calculate_ssim_matlab', 'crop_border': 0}}
-        rep.add('val.metrics', 'added', 'PSNR and 3-D SSIM on RGB (the paper\'s GoPro protocol)')
+        rep.add('val.metrics', 'added', 'PSNR and 3-D SSIM on RGB (the paper\'s motion-deblurring protocol)')
     if not is_train:
         val.setdefault('save_img', True)
     out['val'] = val
@@ -654,6 +660,18 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
         if k not in done:
             raise _refuse(src, k, opt[k], 'is not a top-level option we know', 'Remove it or check its spelling.')
     return out, rep
+
+
+def _default_test_set(hint: str) -> tuple[str, tuple[str, str], dict]:
+    """The benchmark a network-only test file of theirs is for (from its file name): name, (gt, lq), val extras."""
+    low = hint.lower()
+    if 'realblur' in low:  # their val_realblur.py zero-pads every frame to 776 x 680
+        return 'RealBlur_J', ('datasets/RealBlur_J/test/sharp', 'datasets/RealBlur_J/test/blur'), {'pad_to': [776, 680]}
+    if 'defocus' in low or 'dpdd' in low:
+        return 'DPDD', ('datasets/DPDD/test/target', 'datasets/DPDD/test/inputC'), {'metrics': {
+            'psnr': {'type': 'calculate_dpdd_psnr'}, 'ssim': {'type': 'calculate_dpdd_ssim'},
+            'mae': {'type': 'calculate_mae', 'better': 'lower'}}}
+    return 'GoPro', ('datasets/GoPro/test/sharp', 'datasets/GoPro/test/blur'), {}
 
 
 # ----------------------------------------------------------------------------------------------------------------

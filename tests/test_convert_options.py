@@ -110,6 +110,18 @@ def test_realblur_frames_pad_and_crop_as_theirs():
     DeblurModel.check_options({**out, 'is_train': True, 'world_size': 8})
 
 
+@pytest.mark.parametrize('source, bench', [('Motion_Deblurring/Options/GoPro-DeepRFTv2-test.yml', 'GoPro'),
+                                           ('Motion_Deblurring/Options/RealBlur-DeepRFTv2-test.yml', 'RealBlur_J'),
+                                           ('Defocus/Options/DeepRFTv2-test.yml', 'DPDD')])
+def test_network_only_test_files_get_their_benchmark(source, bench):
+    out, rep = convert(fo.authors_gopro_test(), is_train=False, source=source)
+    assert out['datasets']['test_1']['name'] == f'{bench}-test'
+    assert ('pad_to' in out['val']) == (bench == 'RealBlur_J')
+    assert ('calculate_dpdd_psnr' in str(out['val']['metrics'])) == (bench == 'DPDD')
+    from fke_basicsr.models.deblur_model import DeblurModel
+    DeblurModel.check_options({**out, 'is_train': False})
+
+
 def test_full_size_atd_is_refused():
     opt = fo.authors_atd_train(2, net=fo.authors_atd_net(2, upsampler='pixelshuffle', embed_dim=210))
     with pytest.raises(ConversionError, match='full-size ATD'):
