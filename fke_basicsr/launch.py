@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import torch
 
 import fke_basicsr  # noqa: F401  (shims + registration)
+from fke_basicsr.archs.fke_attach_arch import expose_base_options
+from fke_basicsr.convert_options import prepare_argv
 from fke_basicsr.io_utils import UserError, remove_stale_tmp
 from fke_basicsr.options import OptionsError, load_yaml, resolve_dataroots, validate_options
 
@@ -162,6 +164,7 @@ def _checked_parse_options(original: Callable, is_train_default: bool) -> Callab
     def parse_options(root_path, is_train=is_train_default):
         opt, args = original(root_path, is_train=is_train)
         resolve_dataroots(opt, root_path)  # validated already, on the file as read (_precheck)
+        expose_base_options(opt)  # FKEAttach: model classes read base-arch keys (SwinIRModel's window_size)
         return opt, args
     return parse_options
 
@@ -193,7 +196,6 @@ def _precheck(argv: Sequence[str], is_train: bool, root: str) -> None:
         raise OptionsError('Missing -opt: pass the options file, e.g. `python basicsr/train.py -opt '
                            'options/train/Demo/DeepRFTv2-Demo.yml`.')
     opt = load_yaml(args.opt)
-    # (the place for converting a foreign options file to ours, before it is validated)
     resolve_dataroots(opt, root)
     validate_options(opt, is_train=is_train, source=args.opt)
     if is_train and isinstance(opt.get('name'), str):
@@ -217,6 +219,7 @@ def run(pipeline: str, argv: Sequence[str] | None = None, root_path: str | None 
         os.environ[DIST_BACKEND_ENV] = backend
     root = osp.abspath(root_path or default_root())
     try:
+        argv = prepare_argv(argv, pipeline, root)  # the authors'/ATD's files -> ours (docs/migrating.md)
         _precheck(argv, pipeline == 'train', root)
         bopt.init_dist = init_dist
         btr.load_resume_state = load_resume_state

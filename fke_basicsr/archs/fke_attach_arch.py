@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from fke_basicsr.archs.fke import FourierKernelEstimator
 from fke_basicsr.registry import register
 
-__all__ = ['FKEAttach', 'AttachedFKE', 'default_attach_points']
+__all__ = ['FKEAttach', 'AttachedFKE', 'AttachOptions', 'default_attach_points', 'expose_base_options']
 
 _IN_CHANNEL_KEYS = ('num_in_ch', 'in_chans', 'inp_channels', 'in_channels', 'in_nc')
 _WRAPPED = '.inner.'
@@ -87,6 +87,47 @@ def default_attach_points(base: nn.Module) -> list[str]:
                      '`at:` (module paths from `named_modules()`, glob patterns allowed).')
 
 
+class AttachOptions(dict):
+    """An FKEAttach ``network_g`` mapping that answers reads of keys it lacks with the base arch's options.
+
+    BasicSR's model classes read network options directly (SwinIRModel pads to ``opt['network_g']
+    ['window_size']``, StyleGAN2Model reads ``num_style_feat``); with FKEAttach those keys sit under ``base:``.
+    Iteration, ``**`` unpacking and ``in`` still see only the mapping's own keys, so building the network is
+    unchanged.
+    """
+
+    def __missing__(self, key: str) -> Any:
+        base = dict.get(self, 'base')
+        if key != 'type' and isinstance(base, Mapping) and key in base:
+            return base[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+def expose_base_options(opt: dict) -> dict:
+    """Make ``network_g`` / ``network_d`` of type FKEAttach an :class:`AttachOptions` (done when options load)."""
+    for key in ('network_g', 'network_d'):
+        net = opt.get(key)
+        if isinstance(net, Mapping) and net.get('type') == 'FKEAttach' and not isinstance(net, AttachOptions):
+            opt[key] = AttachOptions(net)
+    return opt
+
+
+def _base_size_multiple(base: nn.Module, base_opt: Mapping[str, Any]) -> int:
+    """The input-size multiple a wrapped arch needs: its ``size_multiple``, else its attention ``window_size``
+    (attribute or option; SwinIR pads nothing itself), else 1 (the FKEs pad odd sizes themselves)."""
+    for value in (getattr(base, 'size_multiple', None), getattr(base, 'window_size', None),
+                  base_opt.get('window_size')):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 1
+
+
 @register(ARCH_REGISTRY)
 class FKEAttach(nn.Module):
     """Any registered arch with FKEs inserted after named submodules ("attach FKE to any arch", paper §3.2).
@@ -121,7 +162,7 @@ class FKEAttach(nn.Module):
                 raise ValueError(f'fke.{reserved} is set by FKEAttach (from the module output / the chain order)')
 
         patterns = [at] if isinstance(at, str) else list(at or default_attach_points(self.base))
-        layouts = self._probe(in_channels, probe_size, getattr(self.base, 'size_multiple', 1))
+        layouts = self._probe(in_channels, probe_size, _base_size_multiple(self.base, base_opt))
         targets = self._resolve(patterns, layouts)
         self._chain = _Chain()
         self.attach_points = targets
@@ -138,7 +179,9 @@ class FKEAttach(nn.Module):
             for pname, param in self.named_parameters():
                 if '.fke.' not in f'.{pname}':
                     param.requires_grad_(False)
-        for attr in ('size_multiple', 'upscale'):
+        # what a model reads from the network: the size multiple (RestorationModel pads validation images to it)
+        self.size_multiple = _base_size_multiple(self.base, base_opt)
+        for attr in ('upscale', 'window_size'):
             if hasattr(self.base, attr):
                 setattr(self, attr, getattr(self.base, attr))
 
