@@ -365,7 +365,8 @@ def report(results: dict, out: str, data: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--opt', default=DEFAULT_OPT, help='training options (default: the demo recipe)')
-    p.add_argument('--data', default=DEFAULT_DATA, help='camera-shake dataset folder (built if missing)')
+    p.add_argument('--data', default=None, help=f'camera-shake dataset folder, built if missing (default {DEFAULT_DATA}; '
+                                            "with --report-only: the one results.json names)")
     p.add_argument('--iters', type=int, default=400, help='iterations of the FKE-on and equal-iteration runs')
     p.add_argument('--seeds', type=int, nargs='+', default=[100, 101, 102], help='seeds (at least 3 for a spread)')
     p.add_argument('--evals', type=int, default=4, help='measurements during training besides iteration 0')
@@ -391,13 +392,17 @@ def run(args: argparse.Namespace) -> int:
     import fke_basicsr  # noqa: F401
     from basicsr.utils import get_root_logger
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=osp.join(out, 'fke_evidence.log'))
-    data = ensure_data(args.data)
     if args.report_only:
         if not osp.isfile(results_path):
             raise InputError(f'--report-only: {results_path} does not exist; run without --report-only first.')
         with open(results_path) as f:
-            print(report(json.load(f), out, data))
+            results = json.load(f)
+        data = args.data or results['config']['data']
+        if not osp.isdir(osp.join(data, 'val', 'kernels')):
+            raise InputError(f'--data: {data}/val/kernels does not exist; pass the dataset the runs were trained on.')
+        print(report(results, out, data))
         return 0
+    data = ensure_data(args.data or DEFAULT_DATA)
     import torch
     torch.set_num_threads(args.threads)
     base = load_options(args.opt)
