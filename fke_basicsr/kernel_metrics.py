@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from fke_basicsr.kernels import FKECapture, _half_kernel, _read_rgb, _resize_to, analyse, gt_kernel, linear_cka
 
 __all__ = ['kernel_otf', 'attenuated_mask', 'otf_agreement', 'cka_to_otf', 'division_scores', 'fke_scores',
-           'kernel_agreement', 'METRIC_KEYS']
+           'kernel_agreement', 'agreement_table', 'METRIC_KEYS']
 
 METRIC_KEYS = ('otf_mag', 'otf_phase', 'cka_r0', 'cka_rL')
 
@@ -172,3 +172,16 @@ def _crop(x: Tensor, res: Any) -> Tensor:
     h, w = res.prediction.shape[-2:]
     return x[..., :h, :w] if x.dim() == 4 else x[None, :, :h, :w]
 
+
+
+def agreement_table(trained: dict[str, Any], untrained: dict[str, Any]) -> str:
+    """Plain-text table of :func:`kernel_agreement` results: untrained baseline, the model, the division ceiling."""
+    lines = [f"kernel agreement over {trained['images']} images (|OTF| < {trained['threshold']}; definitions: "
+             'fke_basicsr/kernel_metrics.py)',
+             f"  {'FKE':<14}{'score':<11}{'untrained':>10}{'this model':>12}{'ceiling':>10}"]
+    scopes = [('mean of FKEs', trained['all_fkes'], untrained['all_fkes'], trained['division'])]
+    scopes += [(n, trained['fke'][n], untrained['fke'][n], trained['division_per_fke'][n]) for n in trained['fke']]
+    for name, t, u, d in scopes:
+        for k in METRIC_KEYS:
+            lines.append(f'  {name:<14}{k:<11}{u[k]:>10.3f}{t[k]:>12.3f}{d[k]:>10.3f}')
+    return '\n'.join(lines)

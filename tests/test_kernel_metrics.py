@@ -118,3 +118,20 @@ def test_an_fke_set_to_the_true_otf_scores_at_the_ceiling_a_random_one_at_baseli
         assert untrained['all_fkes'][key] < 0.5                              # an untrained FKE: far below
         assert untrained['all_fkes'][key] < oracle['division'][key]
     assert 0.3 < oracle['division']['otf_mag'] <= 1                         # the division recovers the kernel
+
+
+def test_visualize_kernels_prints_the_agreement_with_baseline_and_ceiling(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location('visualize_kernels', REPO / 'scripts' / 'visualize_kernels.py')
+    vk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vk)
+    val, _ = _shake_val(tmp_path)
+    sets = ['--set', 'num_columns=1', '--set', 'width=8', '--set', 'enc_blocks=[1,1,1]', '--set',
+            'dec_blocks=[1,1,1]', '--set', 'fke_width=8', '--set', 'fke_levels=1']
+    assert vk.main(['--arch', 'DeepRFTv2', '--variant', 'S', *sets, '-o', str(tmp_path / 'o'), '--demo-root',
+                    str(val), '--threads', '1']) == 0
+    text = capsys.readouterr().out
+    assert 'untrained' in text and 'ceiling' in text and 'otf_phase' in text
+    import json
+    agree = json.loads((tmp_path / 'o' / 'kernel_agreement.json').read_text())
+    assert agree['model']['division'] == agree['untrained']['division']   # the ceiling depends on the data only
+    assert set(agree['model']['fke']) == {'fke_max.0', 'fke_mid.0'}
