@@ -1,5 +1,6 @@
 """Did the FKE learn the blur? Frequency-domain agreement of each FKE's estimated transfer function with the true
-kernel's OTF, and Fig. 8's CKA against the true kernel spectrum (paper §3.1, §3.2, Figs. 6 and 8; docs/fke_evidence.md).
+kernel's OTF, and Fig. 8's CKA against the true kernel spectrum (paper §3.1, §3.2, Figs. 6 and 8;
+docs/fke_evidence.md).
 
 A spatial correlation of a centred estimate with a compact kernel cannot tell learning from structure: any centred
 blob correlates with any compact kernel. These scores compare spectra instead, on the frequencies the true kernel

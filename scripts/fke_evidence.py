@@ -100,7 +100,7 @@ def ensure_data(data: str) -> str:
     return make_demo_dataset(data, blur='shake')
 
 
-def arm_options(base: dict, data: str, arm: str, seed: int, iters: int, exp_root: str) -> dict:
+def arm_options(base: dict, data: str, arm: str, seed: int, iters: int, exp_root: str, num_gpu: int = 0) -> dict:
     """The demo options for one run: the FKE switch, the seed, the length, the dataset, BasicSR's runtime keys."""
     opt = copy.deepcopy(base)
     opt['name'] = f'fke_evidence_{arm}_seed{seed}'
@@ -114,7 +114,7 @@ def arm_options(base: dict, data: str, arm: str, seed: int, iters: int, exp_root
     ext = '.lmdb' if lmdb else ''
     train.update(dataroot_gt=osp.join(data, 'train', f'sharp{ext}'), dataroot_lq=osp.join(data, 'train', f'blur{ext}'),
                  io_backend={'type': 'lmdb' if lmdb else 'disk'}, phase='train', scale=opt.get('scale', 1))
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, root_path=ROOT, auto_resume=False)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=num_gpu, root_path=ROOT, auto_resume=False)
     run_dir = osp.join(exp_root, opt['name'])
     opt['path'] = {**(opt.get('path') or {}), 'pretrain_network_g': None, 'resume_state': None,
                    'experiments_root': run_dir, 'models': osp.join(run_dir, 'models'),
@@ -179,10 +179,11 @@ def train_arm(opt: dict, val_dir: str, points: list[int], kernels: bool, val_lim
     record: dict[str, Any] = {'iters': total, 'points': [], 'train_s': 0.0}
 
     def measure(it: int) -> None:
-        psnr_in, psnr_out = validation_psnr(net, val_dir, val_limit)
+        probe = net if opt['num_gpu'] == 0 else copy.deepcopy(net).cpu()  # measured on the CPU either way
+        psnr_in, psnr_out = validation_psnr(probe, val_dir, val_limit)
         p = {'iter': it, 'psnr_in': psnr_in, 'psnr_out': psnr_out, 'train_s': record['train_s']}
         if kernels:
-            p['kernel'] = kernel_point(net, val_dir, val_limit)
+            p['kernel'] = kernel_point(probe, val_dir, val_limit)
         record['points'].append(p)
         score = f", otf_mag {p['kernel']['all_fkes']['otf_mag']:.3f}" if kernels else ''
         logger.info(f"{opt['name']} iter {it}: val PSNR {psnr_in:.2f} -> {psnr_out:.2f} dB{score} "
@@ -194,11 +195,15 @@ def train_arm(opt: dict, val_dir: str, points: list[int], kernels: bool, val_lim
     warmup = opt['train'].get('warmup_iter', -1)
     while it < total:
         for batch in loader:
+            if opt['num_gpu']:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             it += 1
             model.update_learning_rate(it, warmup_iter=warmup)
             model.feed_data(batch)
             model.optimize_parameters(it)
+            if opt['num_gpu']:
+                torch.cuda.synchronize()
             record['train_s'] += time.perf_counter() - t0
             bar.update(1)
             if it in points and it > 0:
@@ -365,12 +370,13 @@ def report(results: dict, out: str, data: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--opt', default=DEFAULT_OPT, help='training options (default: the demo recipe)')
-    p.add_argument('--data', default=None, help=f'camera-shake dataset folder, built if missing (default {DEFAULT_DATA}; '
-                                            "with --report-only: the one results.json names)")
+    p.add_argument('--data', default=None, help=f'camera-shake dataset folder, built if missing (default '
+                                            f'{DEFAULT_DATA}; with --report-only: the one results.json names)')
     p.add_argument('--iters', type=int, default=400, help='iterations of the FKE-on and equal-iteration runs')
     p.add_argument('--seeds', type=int, nargs='+', default=[100, 101, 102], help='seeds (at least 3 for a spread)')
     p.add_argument('--evals', type=int, default=4, help='measurements during training besides iteration 0')
     p.add_argument('--threads', type=int, default=1, help='torch threads (1: fairest on a shared machine)')
+    p.add_argument('--num-gpu', type=int, default=0, choices=(0, 1), help='1: train on the GPU (measured on the CPU)')
     p.add_argument('--val-limit', type=int, default=None, help='use only the first N validation images')
     p.add_argument('--out', default=osp.join('results', 'fke_evidence'), help='output folder')
     p.add_argument('--report-only', action='store_true', help='rebuild the table and figure from results.json')
@@ -405,6 +411,8 @@ def run(args: argparse.Namespace) -> int:
     data = ensure_data(args.data or DEFAULT_DATA)
     import torch
     torch.set_num_threads(args.threads)
+    if args.num_gpu and not torch.cuda.is_available():
+        raise InputError('--num-gpu 1: this machine has no usable CUDA device; run with --num-gpu 0 (CPU).')
     base = load_options(args.opt)
     val_dir = osp.join(data, 'val')
     n_val = len(glob.glob(osp.join(val_dir, 'sharp', '*.png')))
@@ -416,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
     results = {'config': {'opt': args.opt, 'data': data, 'iters': args.iters, 'seeds': args.seeds, 'evals': args.evals,
                           'threads': args.threads, 'val_limit': args.val_limit, 'threshold': 0.9,
                           'val_images': min(n_val, args.val_limit or n_val), 'exp_root': exp_root,
-                          'machine': f'{os.cpu_count()} CPU cores' + (', CUDA' if torch.cuda.is_available() else ''),
+                          'machine': (torch.cuda.get_device_name(0) if args.num_gpu else f'{os.cpu_count()}-core CPU'),
                           'data_note': f"{meta.get('blur', 'given')} kernels, {meta.get('train', '?')} train / "
                                        f"{meta.get('val', '?')} val pairs",
                           'command': ' '.join(['python', 'scripts/fke_evidence.py', *sys.argv[1:]])},
@@ -425,17 +433,18 @@ def run(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         runs = results['runs'].setdefault(str(seed), {})
         points = eval_points(args.iters, args.evals)
-        runs['on'] = train_arm(arm_options(base, data, 'on', seed, args.iters, exp_root), val_dir, points, True,
-                               args.val_limit, logger)
+        gpu = args.num_gpu
+        runs['on'] = train_arm(arm_options(base, data, 'on', seed, args.iters, exp_root, gpu), val_dir, points,
+                               True, args.val_limit, logger)
         atomic_write(results_path, json.dumps(results, indent=1))
-        runs['off'] = train_arm(arm_options(base, data, 'off', seed, args.iters, exp_root), val_dir, points, False,
-                                args.val_limit, logger)
+        runs['off'] = train_arm(arm_options(base, data, 'off', seed, args.iters, exp_root, gpu), val_dir, points,
+                                False, args.val_limit, logger)
         atomic_write(results_path, json.dumps(results, indent=1))
         # equal wall time: the off network's iterations that fit the on run's training time at the off run's speed
         iters_t = max(1, int(round(runs['on']['train_s'] / runs['off']['s_per_iter'])))
         logger.info(f'seed {seed}: FKE on {runs["on"]["s_per_iter"]:.3f} s/it, off {runs["off"]["s_per_iter"]:.3f} '
                     f's/it -> equal-time off run of {iters_t} iterations')
-        runs['off_time'] = train_arm(arm_options(base, data, 'off_time', seed, iters_t, exp_root), val_dir,
+        runs['off_time'] = train_arm(arm_options(base, data, 'off_time', seed, iters_t, exp_root, gpu), val_dir,
                                      [iters_t], False, args.val_limit, logger)
         atomic_write(results_path, json.dumps(results, indent=1))
     results['wall_s'] = time.time() - started

@@ -3,8 +3,9 @@
 Each sharp tile is blurred with its own random linear motion kernel (several lengths and angles), then mild
 Gaussian noise is added and the result quantised to 8 bits. Kernels are saved as .npy next to the pairs for
 kernel-correlation checks. ``--blur shake`` draws camera-shake kernels instead: random-walk trajectories
-with momentum, up to 31 px across (33x33 kernels; the default ``line`` dataset is unchanged). The split is by region: the bottom strip of each validation photo is kept for validation
-and never cropped for training (training also uses texture/grey-level photos that have no validation strip).
+with momentum, up to 31 px across (33x33 kernels; the default ``line`` dataset is unchanged). The split is by
+region: the bottom strip of each validation photo is kept for validation and never cropped for training (training
+also uses texture/grey-level photos that have no validation strip).
 
 Layout (names match the Demo options files and datasets/README.md)::
 

@@ -87,3 +87,12 @@ def test_run_demo_compares_with_the_measured_runs_not_a_verdict():
     assert 'more than any' in rd.compare_with_reference(2.8, 4000, refs)
     for t in (text, rd.compare_with_reference(1.0, None, refs)):
         assert 'NOT met' not in t and 'Target' not in t
+
+
+def test_fke_evidence_gpu_request_without_cuda_exits_2(shake_data, tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    ev = _load('fke_evidence')
+    assert ev.main(['--num-gpu', '1', '--data', str(shake_data), '--out', str(tmp_path)]) == 2
+    assert 'CUDA' in capsys.readouterr().err
