@@ -204,7 +204,8 @@ def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int =
     rng = np.random.default_rng(seed)
     n_train = write_split(osp.join(tmp, 'train'), TRAIN_PHOTOS, (TRAIN_TILE, TRAIN_TILE), TRAIN_STRIDE, MAX_TRAIN, None,
                           False, rng, blur)
-    n_val = write_split(osp.join(tmp, 'val'), VAL_PHOTOS, VAL_TILE, VAL_TILE[1] // 2, None, VAL_PER_PHOTO, True, rng, blur)
+    n_val = write_split(osp.join(tmp, 'val'), VAL_PHOTOS, VAL_TILE, VAL_TILE[1] // 2, None, VAL_PER_PHOTO, True, rng,
+                        blur)
     if lmdb:
         write_lmdb(osp.join(tmp, 'train'))
         write_lmdb(osp.join(tmp, 'val'))
