@@ -8,8 +8,10 @@ dataset (``scripts/make_demo_dataset.py --blur shake``, built under ``--data`` i
 
 * ``on``       network_g.fke: true, ``--iters`` iterations;
 * ``off``      network_g.fke: false, the same iterations (equal iterations);
-* ``off_time`` network_g.fke: false, as many iterations as fit the ``on`` run's training wall time at the ``off``
-  run's measured speed (equal wall time; the cosine schedule is set to that length).
+* ``off_time`` network_g.fke: false, as many iterations as fit the ``on`` run's training time at the ``off`` run's
+  measured speed (equal time; the cosine schedule is set to that length). The clock is the process's CPU time with
+  ``--threads 1`` on the CPU (the wall time of a single-threaded run on an idle core: on a shared machine the wall
+  clock charges each run for the others' load), else the wall clock.
 
 Validation PSNR (RGB, uint8, BasicSR's metric) of each arm and, for the FKE network, the kernel scores of
 ``fke_basicsr.kernel_metrics`` (OTF magnitude / phase agreement, Fig. 8's CKA of r_0 and r_L with the true OTF) are
@@ -176,7 +178,7 @@ def train_arm(opt: dict, val_dir: str, points: list[int], kernels: bool, val_lim
     model = build_model(opt)
     net = model.net_g
     total = int(opt['train']['total_iter'])
-    record: dict[str, Any] = {'iters': total, 'points': [], 'train_s': 0.0}
+    record: dict[str, Any] = {'iters': total, 'points': [], 'train_s': 0.0, 'train_cpu_s': 0.0}
 
     def measure(it: int) -> None:
         probe = net if opt['num_gpu'] == 0 else copy.deepcopy(net).cpu()  # measured on the CPU either way
@@ -197,7 +199,7 @@ def train_arm(opt: dict, val_dir: str, points: list[int], kernels: bool, val_lim
         for batch in loader:
             if opt['num_gpu']:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             it += 1
             model.update_learning_rate(it, warmup_iter=warmup)
             model.feed_data(batch)
@@ -205,6 +207,7 @@ def train_arm(opt: dict, val_dir: str, points: list[int], kernels: bool, val_lim
             if opt['num_gpu']:
                 torch.cuda.synchronize()
             record['train_s'] += time.perf_counter() - t0
+            record['train_cpu_s'] += time.process_time() - c0
             bar.update(1)
             if it in points and it > 0:
                 measure(it)
@@ -212,6 +215,7 @@ def train_arm(opt: dict, val_dir: str, points: list[int], kernels: bool, val_lim
                 break
     bar.close()
     record['s_per_iter'] = record['train_s'] / max(total, 1)
+    record['cpu_s_per_iter'] = record['train_cpu_s'] / max(total, 1)
     os.makedirs(opt['path']['models'], exist_ok=True)
     torch.save({'params': net.state_dict()}, osp.join(opt['path']['models'], 'net_g_tmp.pth'))
     os.replace(osp.join(opt['path']['models'], 'net_g_tmp.pth'), osp.join(opt['path']['models'], 'net_g_latest.pth'))
@@ -231,6 +235,7 @@ def summarise(results: dict) -> dict[str, Any]:
     out: dict[str, Any] = {'seeds': seeds, 'psnr_in': [p['psnr_in'] for p in last['on']]}
     for a in ARMS:
         out[a] = {'iters': [r[a]['iters'] for r in runs], 'train_s': [r[a]['train_s'] for r in runs],
+                  'train_cpu_s': [r[a].get('train_cpu_s', r[a]['train_s']) for r in runs],
                   'psnr': [p['psnr_out'] for p in last[a]], 'gain': [p['psnr_out'] - p['psnr_in'] for p in last[a]]}
     out['diff_iters'] = [a - b for a, b in zip(out['on']['psnr'], out['off']['psnr'])]
     out['diff_time'] = [a - b for a, b in zip(out['on']['psnr'], out['off_time']['psnr'])]
@@ -256,15 +261,16 @@ def markdown(results: dict, summary: dict) -> str:
     lines = [f"FKE on vs off, demo recipe on camera-shake blur ({cfg['data_note']}); {n} seeds "
              f"({', '.join(map(str, summary['seeds']))}), mean ± std (sample std over seeds); {cfg['threads']} torch "
              f"thread(s); machine: {cfg['machine']}.", '',
-             '| run | iterations | training time (s) | val PSNR (dB) | gain over blurry (dB) |',
-             '|---|---|---|---|---|']
-    names = {'on': 'FKE on', 'off': 'FKE off, equal iterations', 'off_time': 'FKE off, equal wall time'}
+             '| run | iterations | training CPU time (s) | training wall time (s) | val PSNR (dB) | '
+             'gain over blurry (dB) |', '|---|---|---|---|---|---|']
+    names = {'on': 'FKE on', 'off': 'FKE off, equal iterations', 'off_time': f"FKE off, equal {cfg['clock']}"}
     for a in ARMS:
         s = summary[a]
-        lines.append(f"| {names[a]} | {fmt(s['iters'], 0)} | {fmt(s['train_s'], 0)} | {fmt(s['psnr'])} | "
+        lines.append(f"| {names[a]} | {fmt(s['iters'], 0)} | {fmt(s['train_cpu_s'], 0)} | {fmt(s['train_s'], 0)} | "
+                     f"{fmt(s['psnr'])} | "
                      f"{fmt(s['gain'])} |")
     lines += ['', f"Blurry input: {fmt(summary['psnr_in'])} dB. Paired difference FKE on − off: equal iterations "
-              f"**{fmt(summary['diff_iters'])} dB**, equal wall time **{fmt(summary['diff_time'])} dB**.", '',
+              f"**{fmt(summary['diff_iters'])} dB**, equal {cfg['clock']} **{fmt(summary['diff_time'])} dB**.", '',
               f"Kernel scores of the FKE network on the {cfg['val_images']} validation images (threshold |OTF| < "
               f"{cfg['threshold']}): untrained network (baseline), after training, regularised division "
               'F⁻¹(F(B)/F(S)) (ceiling).', '',
@@ -424,6 +430,8 @@ def run(args: argparse.Namespace) -> int:
     results = {'config': {'opt': args.opt, 'data': data, 'iters': args.iters, 'seeds': args.seeds, 'evals': args.evals,
                           'threads': args.threads, 'val_limit': args.val_limit, 'threshold': 0.9,
                           'val_images': min(n_val, args.val_limit or n_val), 'exp_root': exp_root,
+                          'clock': 'CPU time (wall time on an idle core)' if not args.num_gpu and args.threads == 1
+                          else 'wall time',
                           'machine': (torch.cuda.get_device_name(0) if args.num_gpu else f'{os.cpu_count()}-core CPU'),
                           'data_note': f"{meta.get('blur', 'given')} kernels, {meta.get('train', '?')} train / "
                                        f"{meta.get('val', '?')} val pairs",
@@ -434,16 +442,20 @@ def run(args: argparse.Namespace) -> int:
         runs = results['runs'].setdefault(str(seed), {})
         points = eval_points(args.iters, args.evals)
         gpu = args.num_gpu
+        cpu_clock = not gpu and args.threads == 1
         runs['on'] = train_arm(arm_options(base, data, 'on', seed, args.iters, exp_root, gpu), val_dir, points,
                                True, args.val_limit, logger)
         atomic_write(results_path, json.dumps(results, indent=1))
         runs['off'] = train_arm(arm_options(base, data, 'off', seed, args.iters, exp_root, gpu), val_dir, points,
                                 False, args.val_limit, logger)
         atomic_write(results_path, json.dumps(results, indent=1))
-        # equal wall time: the off network's iterations that fit the on run's training time at the off run's speed
-        iters_t = max(1, int(round(runs['on']['train_s'] / runs['off']['s_per_iter'])))
-        logger.info(f'seed {seed}: FKE on {runs["on"]["s_per_iter"]:.3f} s/it, off {runs["off"]["s_per_iter"]:.3f} '
-                    f's/it -> equal-time off run of {iters_t} iterations')
+        # equal time: the off network's iterations that fit the on run's training time at the off run's speed.
+        # On the CPU the clock is the process's CPU time (= wall time of a single-threaded run on an idle core; a
+        # shared machine's wall clock charges each run for the others' load); on a GPU the wall clock.
+        key = 'train_cpu_s' if cpu_clock else 'train_s'
+        iters_t = max(1, int(round(runs['on'][key] / (runs['off'][key] / runs['off']['iters']))))
+        logger.info(f'seed {seed}: FKE on {runs["on"][key] / args.iters:.3f} s/it, off '
+                    f'{runs["off"][key] / args.iters:.3f} s/it ({key}) -> equal-time off run of {iters_t} iterations')
         runs['off_time'] = train_arm(arm_options(base, data, 'off_time', seed, iters_t, exp_root, gpu), val_dir,
                                      [iters_t], False, args.val_limit, logger)
         atomic_write(results_path, json.dumps(results, indent=1))
