@@ -2,17 +2,19 @@
 
 Each sharp tile is blurred with its own random linear motion kernel (several lengths and angles), then mild
 Gaussian noise is added and the result quantised to 8 bits. Kernels are saved as .npy next to the pairs for
-kernel-correlation checks. The split is by region: the bottom strip of each validation photo is kept for validation
-and never cropped for training (training also uses texture/grey-level photos that have no validation strip).
+kernel-correlation checks. ``--blur shake`` draws camera-shake kernels instead: random-walk trajectories
+with momentum, up to 31 px across (33x33 kernels; the default ``line`` dataset is unchanged). The split is by
+region: the bottom strip of each validation photo is kept for validation and never cropped for training (training
+also uses texture/grey-level photos that have no validation strip).
 
 Layout (names match the Demo options files and datasets/README.md)::
 
     datasets/Demo/{train,val}/blur/NNNN.png     blurry input
     datasets/Demo/{train,val}/sharp/NNNN.png    ground truth
-    datasets/Demo/{train,val}/kernels/NNNN.npy  float32 21x21 kernel, sums to 1
+    datasets/Demo/{train,val}/kernels/NNNN.npy  float32 21x21 kernel (33x33 with --blur shake), sums to 1
     datasets/Demo/{train,val}/{blur,sharp}.lmdb BasicSR LMDBs of the same images (keys NNNN)
 
-Usage: python scripts/make_demo_dataset.py [--out datasets/Demo] [--seed 0] [--force]
+Usage: python scripts/make_demo_dataset.py [--out datasets/Demo] [--seed 0] [--force] [--blur line|shake]
 The build is deterministic for a seed and is skipped when the folder is already complete.
 """
 from __future__ import annotations
@@ -32,6 +34,9 @@ KERNEL_SIZE = 21
 # Motion lengths in pixels (each kernel draws one, and a uniform angle in [0, 180)): hand-held shake at a short
 # exposure. Up to 13 px the demo network learns the long kernels too slowly for a 15-minute CPU run (README).
 LENGTHS = (3, 5, 7, 9)
+# Camera shake (--blur shake): the trajectory's extent (the larger side of its bounding box) is uniform in this range.
+SHAKE_EXTENT, SHAKE_KERNEL_SIZE, SHAKE_STEPS = (5.0, 31.0), 33, 200
+BLURS = ('line', 'shake')
 NOISE_SIGMA = (0.0, 0.01)  # per image, uniform, on the [0, 1] scale: "mild" noise
 VAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry')  # colour photos
 TRAIN_PHOTOS = VAL_PHOTOS + ('hubble_deep_field', 'retina', 'colorwheel', 'camera', 'coins', 'moon', 'brick', 'grass',
@@ -57,6 +62,43 @@ def motion_kernel(length: float, angle: float, size: int = KERNEL_SIZE) -> np.nd
     return (k / k.sum()).astype(np.float32)
 
 
+def _splat(points: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear splat of (n, 2) (x, y) points, equal weight each, into a size x size kernel that sums to 1."""
+    k = np.zeros((size, size), np.float64)
+    for x, y in points:
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
+                    k[y0 + dy, x0 + dx] += wy * wx
+    return k / k.sum()
+
+
+def shake_kernel(rng: np.random.Generator, extent: tuple[float, float] = SHAKE_EXTENT,
+                 size: int = SHAKE_KERNEL_SIZE, steps: int = SHAKE_STEPS) -> np.ndarray:
+    """Camera-shake kernel: a 2-D random walk with momentum (velocity changes by Gaussian kicks, occasionally a
+    jerk), sampled at equal time steps so slow parts of the path get more exposure; scaled so its bounding box's
+    larger side is uniform in ``extent`` px, its bounding box centred in the kernel, splatted bilinearly; sum 1."""
+    v = rng.normal(size=2)
+    v /= np.linalg.norm(v)
+    pos, path = np.zeros(2), []
+    for _ in range(steps):
+        kick = rng.normal(scale=0.3, size=2)
+        if rng.random() < 0.03:  # an abrupt jerk of the hand
+            kick += rng.normal(scale=2.0, size=2)
+        v = 0.9 * v + kick
+        pos = pos + v
+        path.append(pos)
+    path = np.asarray(path)
+    span = float((path.max(0) - path.min(0)).max())
+    target = float(rng.uniform(*extent))
+    path = (path - (path.max(0) + path.min(0)) / 2) * (target / max(span, 1e-9))
+    c = (size - 1) / 2
+    dense = np.concatenate([np.linspace(a, b, 8, endpoint=False) for a, b in zip(path[:-1], path[1:])] + [path[-1:]])
+    return _splat(dense + c, size).astype(np.float32)
+
+
 def load_photo(name: str) -> np.ndarray:
     """A bundled scikit-image photo as float32 RGB in [0, 1], long side at most 512 px."""
     import cv2
@@ -71,10 +113,11 @@ def load_photo(name: str) -> np.ndarray:
     return img
 
 
-def tiles(img: np.ndarray, tile: tuple[int, int], stride: int, rows: tuple[int, int]) -> Iterator[tuple[int, int]]:
+def tiles(img: np.ndarray, tile: tuple[int, int], stride: int, rows: tuple[int, int],
+          kernel_size: int = KERNEL_SIZE) -> Iterator[tuple[int, int]]:
     """Top-left corners of ``tile`` windows (with the kernel margin around them) inside image rows [r0, r1)."""
     w = img.shape[1]
-    m = KERNEL_SIZE // 2  # keep a margin so every blurred pixel sees real image content
+    m = kernel_size // 2  # keep a margin so every blurred pixel sees real image content
     th, tw = tile
     for y in range(rows[0] + m, rows[1] - th - m + 1, stride):
         for x in range(m, w - tw - m + 1, stride):
@@ -85,7 +128,7 @@ def blur_tile(img: np.ndarray, y: int, x: int, tile: tuple[int, int], kernel: np
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(blurred+noisy, sharp) uint8 RGB tiles: 'valid' convolution of the tile with its margin, then noise."""
     import cv2
-    m = KERNEL_SIZE // 2
+    m = kernel.shape[0] // 2
     th, tw = tile
     region = img[y - m:y + th + m, x - m:x + tw + m]
     # filter2D correlates; flipping the kernel makes it a true convolution with the saved kernel.
@@ -97,7 +140,7 @@ def blur_tile(img: np.ndarray, y: int, x: int, tile: tuple[int, int], kernel: np
 
 
 def write_split(out: str, photos: tuple[str, ...], tile: tuple[int, int], stride: int, limit: int | None,
-                per_photo: int | None, val: bool, rng: np.random.Generator) -> int:
+                per_photo: int | None, val: bool, rng: np.random.Generator, kind: str = 'line') -> int:
     import cv2
     for sub in ('blur', 'sharp', 'kernels'):
         os.makedirs(osp.join(out, sub), exist_ok=True)
@@ -106,14 +149,18 @@ def write_split(out: str, photos: tuple[str, ...], tile: tuple[int, int], stride
         img = load_photo(name)
         h = img.shape[0]
         strip = h - VAL_STRIP if name in VAL_PHOTOS else h  # first row of the validation strip
-        pos = list(tiles(img, tile, stride, (strip, h) if val else (0, strip)))
+        ksize = SHAKE_KERNEL_SIZE if kind == 'shake' else KERNEL_SIZE
+        pos = list(tiles(img, tile, stride, (strip, h) if val else (0, strip), ksize))
         if per_photo is not None:
             pos = [pos[i] for i in sorted(rng.choice(len(pos), size=min(per_photo, len(pos)), replace=False))]
         jobs += [(img, y, x) for y, x in pos]
     if limit is not None and len(jobs) > limit:
         jobs = [jobs[i] for i in sorted(rng.choice(len(jobs), size=limit, replace=False))]
     for i, (img, y, x) in enumerate(jobs):
-        kernel = motion_kernel(float(rng.choice(LENGTHS)), float(rng.uniform(0, np.pi)))
+        if kind == 'shake':
+            kernel = shake_kernel(rng)
+        else:
+            kernel = motion_kernel(float(rng.choice(LENGTHS)), float(rng.uniform(0, np.pi)))
         blur, sharp = blur_tile(img, y, x, tile, kernel, float(rng.uniform(*NOISE_SIGMA)), rng)
         key = f'{i:04d}'
         cv2.imwrite(osp.join(out, 'blur', f'{key}.png'), blur[..., ::-1])  # RGB -> BGR for OpenCV
@@ -132,14 +179,15 @@ def write_lmdb(split_dir: str) -> None:
                                 osp.getsize(osp.join(folder, n)) for n in names))
 
 
-def is_complete(out: str, seed: int = 0) -> bool:
+def is_complete(out: str, seed: int = 0, blur: str = 'line') -> bool:
     """True when ``out`` was fully built with this script's current seed, kernel lengths and noise."""
     try:
         with open(osp.join(out, DONE_MARKER)) as f:
             meta = json.load(f)
     except (OSError, ValueError):
         return False
-    if (meta.get('seed'), meta.get('lengths'), meta.get('noise_sigma')) != (seed, list(LENGTHS), list(NOISE_SIGMA)):
+    if (meta.get('seed'), meta.get('lengths'), meta.get('noise_sigma'), meta.get('blur', 'line')) != (
+            seed, list(LENGTHS), list(NOISE_SIGMA), blur):
         return False
     missing = missing_files(out, meta)
     if missing:
@@ -180,9 +228,11 @@ def check_out(out: str) -> None:
 
 
 def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int = 0, force: bool = False,
-                      lmdb: bool = True) -> str:
+                      lmdb: bool = True, blur: str = 'line') -> str:
     """Build the dataset under ``out`` (skipped when complete unless ``force``); returns ``out``."""
-    if is_complete(out, seed) and not force:
+    if blur not in BLURS:
+        raise ValueError(f'blur: expected one of {BLURS}, got {blur!r}')
+    if is_complete(out, seed, blur) and not force:
         print(f'Demo dataset already present at {out} (delete it or pass --force to rebuild).')
         return out
     import fke_basicsr  # noqa: F401  (compat shims before basicsr is imported)
@@ -191,15 +241,18 @@ def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int =
     shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier build
     rng = np.random.default_rng(seed)
     n_train = write_split(osp.join(tmp, 'train'), TRAIN_PHOTOS, (TRAIN_TILE, TRAIN_TILE), TRAIN_STRIDE, MAX_TRAIN, None,
-                          False, rng)
-    n_val = write_split(osp.join(tmp, 'val'), VAL_PHOTOS, VAL_TILE, VAL_TILE[1] // 2, None, VAL_PER_PHOTO, True, rng)
+                          False, rng, blur)
+    n_val = write_split(osp.join(tmp, 'val'), VAL_PHOTOS, VAL_TILE, VAL_TILE[1] // 2, None, VAL_PER_PHOTO, True, rng,
+                        blur)
     if lmdb:
         write_lmdb(osp.join(tmp, 'train'))
         write_lmdb(osp.join(tmp, 'val'))
     with open(osp.join(tmp, DONE_MARKER), 'w') as f:
         json.dump({'seed': seed, 'train': n_train, 'val': n_val, 'kernel_size': KERNEL_SIZE,
                    'lengths': LENGTHS, 'angles': 'uniform [0, pi)', 'noise_sigma': NOISE_SIGMA, 'train_photos': TRAIN_PHOTOS,
-                   'val_photos': VAL_PHOTOS, 'val_strip_rows': VAL_STRIP, 'lmdb': bool(lmdb)}, f, indent=1)
+                   'val_photos': VAL_PHOTOS, 'val_strip_rows': VAL_STRIP, 'lmdb': bool(lmdb),
+                   **({} if blur == 'line' else {'blur': blur, 'kernel_size': SHAKE_KERNEL_SIZE,
+                                                 'shake_extent': SHAKE_EXTENT})}, f, indent=1)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # appears complete or not at all
     print(f'Demo dataset written to {out}: {n_train} train pairs ({TRAIN_TILE}x{TRAIN_TILE}), {n_val} val pairs '
@@ -213,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seed', type=int, default=0, help='random seed (kernels, noise, tile choice)')
     p.add_argument('--force', action='store_true', help='rebuild even if the folder is complete')
     p.add_argument('--no-lmdb', action='store_true', help='write only the PNG folders')
+    p.add_argument('--blur', choices=BLURS, default='line',
+                   help='line: straight motion kernels of 3-9 px (default, the demo); shake: random-walk camera-shake '
+                        f'kernels up to {SHAKE_EXTENT[1]:g} px (scripts/fke_evidence.py)')
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     check_out(args.out)  # before 20 s of work, not after
     try:
-        make_demo_dataset(args.out, args.seed, args.force, not args.no_lmdb)
+        make_demo_dataset(args.out, args.seed, args.force, not args.no_lmdb, args.blur)
     except KeyboardInterrupt:
         shutil.rmtree(f'{args.out}.tmp', ignore_errors=True)
         print('make_demo_dataset: interrupted (Ctrl-C); the partial build was removed.', file=sys.stderr)

@@ -9,8 +9,9 @@ machine's speed first and pick the fastest (a busy machine trains fewer iteratio
 Training runs BasicSR's own pipeline as a subprocess (`python basicsr/train.py -opt <yml>`), writing
 experiments/<name>/ (log, checkpoints, validation images) and tb_logger/<name>/. The evaluation then loads
 experiments/<name>/models/net_g_latest.pth and prints, per validation image and on average, PSNR/SSIM
-(RGB, uint8, BasicSR's metrics) of the blurry input and of the restored output against the sharp image.
-Target on a 2-core CPU: under 15 minutes in total and a PSNR gain of at least 1.5 dB.
+(RGB, uint8, BasicSR's metrics) of the blurry input and of the restored output against the sharp image, and
+what the gain measured for the same recipe at a similar number of iterations was (the gain grows with the
+iterations, so a slower machine, which trains fewer in the same budget, gains less; README, "The main job").
 """
 from __future__ import annotations
 
@@ -24,11 +25,40 @@ import time
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 DEFAULT_OPT = osp.join('options', 'train', 'Demo', 'DeepRFTv2-Demo.yml')
-TARGET_GAIN_DB = 1.5
+# (iterations, validation gain in dB) measured with this recipe and seed on the 2-core CPU (README, "The main job").
+REFERENCE_GAINS = ((2000, 1.42), (2303, 1.58), (3325, 2.24))
 # Seconds of the budget kept for what is not a training step: train.py start-up, two validations, checkpoints and
 # the final evaluation (~30 s measured on the 2-core CPU); the steps get 90 % of the rest, for the data loading and
 # logging between them.
 RESERVE_S, STEP_SHARE = 45.0, 0.9
+
+
+def reference_gain(iters: int, refs: tuple[tuple[int, float], ...] = REFERENCE_GAINS) -> float | None:
+    """The gain measured at ``iters`` iterations, linearly interpolated between the reference runs; None outside
+    their range (fewer or more iterations than any measured run)."""
+    pts = sorted(refs)
+    if not pts[0][0] <= iters <= pts[-1][0]:
+        return None
+    for (i0, g0), (i1, g1) in zip(pts, pts[1:]):
+        if i0 <= iters <= i1:
+            return g0 + (g1 - g0) * (iters - i0) / (i1 - i0)
+    return pts[-1][1]
+
+
+def compare_with_reference(gain: float, iters: int | None,
+                           refs: tuple[tuple[int, float], ...] = REFERENCE_GAINS) -> str:
+    """One or two sentences: what this run gained against what the recipe gained at about the same iterations."""
+    measured = ', '.join(f'{g:+.2f} dB at {i:,} iterations' for i, g in sorted(refs))
+    if iters is None:
+        return f'Measured for this recipe on the 2-core CPU: {measured}.'
+    ref = reference_gain(iters, refs)
+    if ref is not None:
+        return (f'This run trained {iters:,} iterations; the same recipe measured about {ref:+.2f} dB at that count on '
+                f'the 2-core CPU (runs differ by ~0.1 dB): this run is {gain - ref:+.2f} dB from it. ({measured}.)')
+    side = 'fewer' if iters < min(i for i, _ in refs) else 'more'
+    return (f'This run trained {iters:,} iterations, {side} than any reference run of this recipe ({measured}); '
+            + ('the gain grows with the iterations: a larger --minutes or --iters trains more.' if side == 'fewer'
+               else 'expect at least the largest reference gain.'))
 
 
 def thread_candidates() -> list[int]:
@@ -175,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.time() - start) / 60
     print(f'\nValidation (RGB, uint8): blurry input {psnr_in:.2f} dB / SSIM {ssim_in:.4f} -> DeepRFTv2 output '
           f'{psnr_out:.2f} dB / SSIM {ssim_out:.4f}: gain {gain:+.2f} dB in {minutes:.1f} min total.')
-    print(f'Target (gain >= {TARGET_GAIN_DB} dB): {"met" if gain >= TARGET_GAIN_DB else "NOT met"}.')
+    print(compare_with_reference(gain, None if args.skip_train else iters))
     return 0
 
 

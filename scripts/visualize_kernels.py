@@ -13,7 +13,9 @@ log(1 + |X|), centred):
   fig8_cka.png               linear CKA of each FKE's spectral features r_0..r_L with the GT kernel  (needs --sharp)
   kernels.json               the CKA values and kernel correlations
 With --demo-root, the correlation between estimated and true kernels over the demo dataset is printed and saved as
-demo_kernel_correlation.json (definitions in fke_basicsr/kernels.py). Tensor math: fke_basicsr.kernels.
+demo_kernel_correlation.json (definitions in fke_basicsr/kernels.py), and the frequency-domain kernel agreement
+(fke_basicsr/kernel_metrics.py) of the model beside the same network untrained (baseline) and the regularised
+division (ceiling), saved as kernel_agreement.json. Tensor math: fke_basicsr.kernels.
 """
 from __future__ import annotations
 
@@ -199,6 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f'  {k:>16s}: {v:+.3f}')
         out.mkdir(parents=True, exist_ok=True)
         (out / 'demo_kernel_correlation.json').write_text(json.dumps(corr, indent=1))
+        from fke_basicsr.kernel_metrics import agreement_table, kernel_agreement
+        from fke_basicsr.profile import build_model, network_options
+        torch.manual_seed(0)  # the same network, freshly initialised (no weights): the baseline
+        untrained = build_model(network_options(args.opt, args.arch, args.variant, parse_sets(args.sets)))
+        agree = {'model': kernel_agreement(model, args.demo_root, args.limit, eps=args.eps),
+                 'untrained': kernel_agreement(untrained, args.demo_root, args.limit, eps=args.eps)}
+        print(agreement_table(agree['model'], agree['untrained']))
+        (out / 'kernel_agreement.json').write_text(json.dumps(agree, indent=1))
     out.mkdir(parents=True, exist_ok=True)
     (out / 'kernels.json').write_text(json.dumps(report, indent=1))
     return 0
