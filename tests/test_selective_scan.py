@@ -1,4 +1,4 @@
-"""Selective scan: the chunked 'torch' backend against the sequential oracle (spec environment.md §4-5)."""
+"""Selective scan: the chunked 'torch' backend against the sequential oracle (docs/scan_backends.md)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Mamba (S6) selective scan with interchangeable backends (spec environment.md §4-5, deeprftv2.md §4.4).
+"""Mamba (S6) selective scan with interchangeable backends (docs/scan_backends.md; EVSS2D in docs/architecture.md).
 
 Semantics are those of ``mamba_ssm.selective_scan_fn`` with real ``A`` and input-dependent ``B``/``C``::
 
@@ -88,7 +88,7 @@ def _shape(t: Tensor) -> str:
 
 def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                   z: Tensor | None, delta_bias: Tensor | None) -> int:
-    """Validate shapes, dtypes and devices (spec environment.md §4); return the number of B/C groups."""
+    """Validate shapes, dtypes and devices (selective_scan_fn's conventions); return the number of B/C groups."""
     named = {'u': u, 'delta': delta, 'A': A, 'B': B, 'C': C, 'D': D, 'z': z, 'delta_bias': delta_bias}
     for name, t in named.items():
         if t is None:
@@ -132,7 +132,7 @@ def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
 
 
 def _compute_dtype(u: Tensor) -> torch.dtype:
-    """fp32 for fp32/bf16/fp16 inputs (spec: the scan always runs in fp32); fp64 stays fp64."""
+    """fp32 for fp32/bf16/fp16 inputs (the scan always runs in fp32, as mamba's kernel does); fp64 stays fp64."""
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
@@ -163,7 +163,7 @@ def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, out_dtype:
 def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                        z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                        return_last_state: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    """Sequential-in-time selective scan (spec environment.md §4): the readable oracle for the fast paths."""
+    """Sequential-in-time selective scan (mamba's selective_scan_ref semantics): the fast paths' oracle."""
     groups = _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     dtype = _compute_dtype(u)
     with torch.autocast(u.device.type, enabled=False):
@@ -379,7 +379,7 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
                          z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                          return_last_state: bool = False, chunk_size: int | None = None
                          ) -> Tensor | tuple[Tensor, Tensor]:
-    """Chunked parallel selective scan in plain PyTorch (spec environment.md §5): differentiable, any device."""
+    """Chunked parallel selective scan in plain PyTorch (docs/scan_backends.md): differentiable, any device."""
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f'chunk_size must be a positive int or None, got {chunk_size!r}')
@@ -397,7 +397,7 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
                    return_last_state: bool = False, backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan with mamba_ssm.selective_scan_fn's signature; backend per resolve_backend (spec §4)."""
+    """Selective scan with mamba_ssm.selective_scan_fn's signature; backend per resolve_backend."""
     name, reason = resolve_backend(u.device, backend)
     if name == 'mamba' and u.dtype == torch.float64 and reason.startswith('auto'):
         name = 'torch'  # the CUDA kernel has no fp64 build; 'auto' stays exact instead of failing
