@@ -1,4 +1,4 @@
-"""The rows of the paper's ablation study (§5, Tables 6 and 7) as data: network options + the paper's numbers.
+"""The rows of the paper's ablation study (paper §5, Tables 6 and 7) as data: network options + the paper's numbers.
 
 Used by scripts/make_ablation_options.py (options/train/Ablation/*.yml), scripts/check_ablation_flops.py and
 scripts/reproduce_tables.py. The text of both tables is garbled in the paper's extraction; each row's reading
@@ -16,8 +16,8 @@ from typing import Any
 
 __all__ = ['AblationRow', 'TABLE6', 'TABLE7', 'ROWS', 'row', 'network_options', 'TRAIN_SAVE_MEMORY']
 
-# Reversible flags of every trainable row: the authors' GoPro recipe (spec deeprftv2.md §1.2), truncated to the
-# row's number of columns by DeepRFTv2; they change memory only, never the function (spec §9.8).
+# Reversible flags of every trainable row: the authors' GoPro recipe (docs/architecture.md), truncated to the
+# row's number of columns by DeepRFTv2; they change memory only, never the function.
 TRAIN_SAVE_MEMORY: dict[str, list[bool]] = dict(save_memory_encoder=[False, True],
                                                 save_memory_decoder=[False, True],
                                                 save_memory_fke=[True, True])
@@ -53,7 +53,7 @@ class AblationRow:
     @property
     def certain(self) -> bool:
         """The configuration is pinned down independently of our reading: -S / -B (rows 14/15 = the authors'
-        code, 75.33 / 120.30 G with ptflops) and the NAF DMS-UNet without FKE (row 3, stated in §5.1)."""
+        code, 75.33 / 120.30 G with ptflops) and the NAF DMS-UNet without FKE (row 3, stated in paper §5.1)."""
         return self.table == 6 and self.row in (3, 14, 15)
 
 

@@ -1,4 +1,4 @@
-"""Checkpoint loading: the authors' key layout <-> ours, strict, with actionable errors (spec deeprftv2.md §6).
+"""Checkpoint loading: the authors' key layout <-> ours, strict, with actionable errors (docs/architecture.md).
 
 A layout mapping is a short table of :class:`RenameRule` s. Each rule pairs a key prefix of ours with the
 authors' prefix for the same module, written as templates whose ``{name}`` fields are integer indices
@@ -117,7 +117,7 @@ def as_key_mapping(renames: Any, strict: bool = False) -> KeyMapping:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# DeepRFTv2 (spec §6). Block internals (conv1..5, sca.1, norm*, attn.*, ...) already use the authors' names.
+# DeepRFTv2 (docs/architecture.md). Block internals (conv1..5, sca.1, norm*, attn.*, ...) keep the authors' names.
 
 def _deeprftv2_mapping() -> KeyMapping:
     from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES

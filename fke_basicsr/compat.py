@@ -1,4 +1,4 @@
-"""The smallest shims BasicSR 1.4.2 needs on today's torch/torchvision/numpy (spec: environment.md §1).
+"""The smallest shims BasicSR 1.4.2 needs on today's torch/torchvision/numpy (docs/install.md).
 
 Applied by ``import fke_basicsr`` before anything imports basicsr; each shim is a no-op where not needed and
 none of them edits installed files.

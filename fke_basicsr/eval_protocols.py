@@ -1,4 +1,4 @@
-"""The paper's expected values per table cell and the protocol that produces each table (eval_protocols.md §1–§10).
+"""The paper's expected values per table cell and the protocol that produces each table (docs/evaluation.md).
 
 Values are copied from the DeepRFTv2 paper (arXiv 2511.21132, Tables 1–7). ``expected(...)`` looks a cell up;
 ``PROTOCOLS`` describes, per table, the data, inference mode and metric implementation to use.
@@ -24,7 +24,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class Protocol:
-    """How one table is produced (spec §1)."""
+    """How one table is produced (docs/evaluation.md)."""
     table: int
     title: str
     data: str
@@ -32,7 +32,7 @@ class Protocol:
     metrics: str
 
 
-# Default comparison tolerances (spec §11): a measured cell "matches" when |measured − paper| <= tolerance.
+# Default comparison tolerances: a measured cell "matches" when |measured − paper| <= tolerance.
 TOLERANCES = {'PSNR': 0.02, 'PSNR_aligned': 0.02, 'PSNR_raw': 0.02, 'PSNR_Y': 0.02, 'SSIM3D': 0.001,
               'SSIM_aligned': 0.001, 'SSIM_raw': 0.001, 'SSIM_sk': 0.001, 'SSIM_Y': 0.0003, 'MAE': 0.001,
               'LPIPS_alex': 0.001, 'GMACs@256': 0.01, 'TrainMemMB@256': 0.05, 'ParamsM': 0.01}
@@ -213,7 +213,7 @@ def within_tolerance(metric: str, measured: float, paper: float) -> bool:
 
 
 def expected_csv() -> str:
-    """All expected cells as the long CSV of spec §10 (table,method,dataset,split,metric,value,source)."""
+    """All expected cells as a long CSV (table,method,dataset,split,metric,value,source)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator='\n')
     w.writerow(['table', 'method', 'dataset', 'split', 'metric', 'value', 'source'])

@@ -1,4 +1,4 @@
-"""Restore an image or a folder in one command, no ground truth needed (issue 9; spec user_needs.md §2 items 3, 4, 15).
+"""Restore an image or a folder in one command, no ground truth needed (docs/evaluation.md, Test-time protocol).
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""What the FKE learned: the tensors behind the paper's Fig. 2, Fig. 6 and Fig. 8 (paper §3.1, §5.3; issue 9).
+"""What the FKE learned: the tensors behind the paper's Fig. 2, Fig. 6 and Fig. 8 (paper §3.1, §5.3).
 
 * Fig. 2, :func:`blur_pattern_map`: ``σ(F⁻¹(ReLU(F(B))) − B/2)``. The paper's caption defines σ as the cyclic shift
   by [H/2, W/2] (not a sigmoid), which centres the map. F is the one-sided ``rfft2`` as in DeepRFT's Res-FFT-ReLU,

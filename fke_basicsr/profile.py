@@ -1,5 +1,5 @@
 """Honest model profile: parameters, MACs in two conventions, FFT and selective-scan op counts, training
-memory with reversible columns on/off, inference latency (issue 9; spec deeprftv2.md §9.12, environment.md §6).
+memory with reversible columns on/off, inference latency (docs/architecture.md; docs/performance.md).
 
 Usage::
 
@@ -11,7 +11,7 @@ Counting conventions (all per image, batch 1, one eval-mode forward; "MACs" = mu
 * **conv+linear MACs** (``macs_conv_linear``): every ``nn.ConvNd`` / ``nn.ConvTransposeNd`` / ``nn.Linear``
   (subclasses included): ``k_h·k_w·(C_in/groups)·C_out`` per output position (per input position for transposed
   convs) and ``in·out`` per row of a Linear. No bias adds, no element-wise work. This is the 118.81 G (-B) /
-  74.35 G (-S) figure at 256² (spec §0).
+  74.35 G (-S) figure at 256² (docs/architecture.md, Parameters and MACs).
 * **ptflops-module MACs** (``macs_ptflops``): what ptflops 0.7.5's default PyTorch backend reports, re-implemented
   here (ptflops is not a dependency): forward hooks on modules whose *exact* type is one of ptflops' list —
   ConvNd/ConvTransposeNd (kernel MACs + one add per output element if biased), Linear (``(in·out + out)`` per row

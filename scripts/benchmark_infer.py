@@ -1,4 +1,4 @@
-"""CPU inference benchmark for the README (issue 9; user_needs.md §2 item 15): seconds per image and peak RSS.
+"""CPU inference benchmark (docs/performance.md, Inference on CPU): seconds per image and peak RSS.
 
 Cases (randomly initialised networks; weights do not change the cost):
   deeprftv2_b_720p   DeepRFTv2-B, one 1280×720 RGB image, --tile 512 --tile-overlap 128 (6 tiles)

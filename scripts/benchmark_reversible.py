@@ -1,4 +1,4 @@
-"""Peak memory of forward+backward through a 2-column, 3-level NAF-like stack, reversible on vs off (§5).
+"""Peak memory of forward+backward through a 2-column, 3-level NAF-like stack, reversible on/off (docs/performance.md).
 
 The stack mirrors the DeepRFTv2 max-scale encoder: channels 32/64/128 at strides 1/2/4, 2x2 stride-2 conv
 down-sampling in front of levels 1 and 2, ``--blocks`` NAF-like blocks per level (default 1/4/8 as in

@@ -1,4 +1,4 @@
-"""Benchmark the selective-scan backends (spec environment.md §5): time and peak memory, one process per case.
+"""Benchmark the selective-scan backends (docs/performance.md): time and peak memory, one process per case.
 
     python scripts/benchmark_scan.py                         # CPU: ref vs torch (+ mambapy's pscan if importable)
     python scripts/benchmark_scan.py --device cuda           # CUDA: torch vs the mamba_ssm kernel (if installed)
@@ -27,7 +27,7 @@ IMPLS = ('ref', 'torch', 'mambapy', 'mamba')
 
 
 def make_inputs(batch: int, channels: int, state: int, length: int, device: str):
-    """EVSSM-like scan inputs (spec environment.md §4), seeded."""
+    """EVSSM-like scan inputs, seeded."""
     import torch
     g = torch.Generator().manual_seed(0)
     dt_init = torch.exp(torch.rand(channels, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))

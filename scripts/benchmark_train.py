@@ -1,6 +1,6 @@
 """Peak training memory and iterations/s of DeepRFTv2-S/-B, reversible columns on/off (paper Table 1/6 protocol).
 
-Protocol (spec eval_protocols.md §3.5): one 3x256x256 patch (batch 1), fp32, train mode, forward + the DeblurModel
+Protocol (paper Table 1): one 3x256x256 patch (batch 1), fp32, train mode, forward + the DeblurModel
 loss (L1 + 0.01 FreqLoss on the 4 full-res and 4 half-res outputs) + backward + AdamW step. Each configuration runs
 in its own subprocess so peaks do not mix. On CUDA the peak is torch.cuda.max_memory_allocated after one warm-up
 step (the paper reports 3,439 MB for -B); on CPU it is the process's peak RSS (includes Python, torch and the

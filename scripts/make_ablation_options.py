@@ -5,7 +5,7 @@ fke_basicsr/ablation.py, so the files never drift from the row table.
     python scripts/make_ablation_options.py --check    # exit 1 if a committed file differs or is missing/extra
 
 Recipe of every row (paper §5): GoPro, 200k iterations, batch 16, 256×256 patches, with the optimiser, losses
-and validation of the main GoPro recipe (options/train/GoPro/DeepRFTv2-S.yml; spec deeprftv2.md §7-§8).
+and validation of the main GoPro recipe (options/train/GoPro/DeepRFTv2-S.yml; paper §4.1).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Reproduce the DeepRFTv2 paper's deblurring tables from checkpoints, with each table's own protocol
-(shared/spec/eval_protocols.md §1): writes every table as Markdown and CSV with the paper's value, the measured
+(docs/evaluation.md): writes every table as Markdown and CSV with the paper's value, the measured
 value and their difference side by side.
 
     python scripts/reproduce_tables.py --data-root datasets --out results/tables \
@@ -47,7 +47,7 @@ from fke_basicsr.metrics.ssim_metric import calculate_ssim_matlab  # noqa: E402
 from fke_basicsr.tiling import crop_to, pad_to_multiple  # noqa: E402
 from prep_common import list_images, pair_by_stem  # noqa: E402
 
-# Default networks per checkpoint key (spec §3.3, §4.3, §5.2, §6.3); --net KEY=... overrides.
+# Default networks per checkpoint key (docs/evaluation.md, per table); --net KEY=... overrides.
 DEFAULT_NETS = {
     'gopro': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': True, 'sub_image_size': 512, 'overlap_size': 128},
     'reds': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': True, 'sub_image_size': 512, 'overlap_size': 128},
@@ -160,7 +160,7 @@ def infer(net: torch.nn.Module, rgb: np.ndarray, device: str, pad_to: tuple[int,
 
 
 def to_uint8(pred: np.ndarray) -> np.ndarray:
-    """Round half to even after ×255 (skimage img_as_ubyte, spec §2.6)."""
+    """Round half to even after ×255 (skimage img_as_ubyte, docs/evaluation.md, Metrics)."""
     return np.rint(pred * 255).astype(np.uint8)
 
 
@@ -308,7 +308,7 @@ def table4(ctx: Context):
         notes.append(f'LPIPS not computed: {err}')
     per: dict[str, dict[str, float]] = {}
     for name, inp, gt in pairs:
-        pred = infer(net, read_rgb(inp), ctx.device).astype(np.float64)  # float, NOT quantised (§6.3)
+        pred = infer(net, read_rgb(inp), ctx.device).astype(np.float64)  # float, NOT quantised (DPDD protocol)
         g = read_rgb(gt).astype(np.float64) / 255
         per[name] = {'PSNR': dpdd_metric.dpdd_psnr(pred, g), 'SSIM_sk': dpdd_metric.dpdd_ssim(pred, g),
                      'MAE': dpdd_metric.mae(pred, g)}

@@ -13,8 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
-# Copies of shared/spec/keys (the authors' state-dict keys with shapes) and shared/data/matlab_ssim_example,
-# so the checkpoint/metric tests run on a clean clone without the shared folder.
+# The authors' state-dict keys with shapes, and the MATLAB SSIM reference pair, kept in tests/data so the
+# checkpoint/metric tests run on a clean clone.
 KEYS_DIR = REPO / 'tests' / 'data' / 'official_keys'
 MATLAB_PAIR_DIR = REPO / 'tests' / 'data' / 'matlab_ssim_example'
 

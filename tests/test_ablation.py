@@ -36,7 +36,7 @@ def test_row_table_covers_both_tables():
     assert [r.row for r in ablation.TABLE6] == list(range(1, 20))
     assert [r.row for r in ablation.TABLE7] == list(range(1, 11))
     assert len({r.stem for r in ablation.TABLE6 + ablation.TABLE7}) == 29
-    # the numbers stated in the text of §5
+    # the numbers stated in the text of paper §5
     assert ablation.row('T6-03').psnr == 33.32 and ablation.row('T6-14').gflops == 75.34
     assert ablation.row('T7-08').psnr == 33.06 and ablation.row('T7-02').psnr == 32.72
     with pytest.raises(ValueError, match='key'):
@@ -91,7 +91,7 @@ def test_table6_macs_of_certain_rows_within_3_percent(key):
     r = ablation.row(key)
     macs = ablation.row_macs(r, 256, extrapolate_from=(32, 64))
     assert abs(macs['ptflops'] / 1e9 - r.gflops) / r.gflops < 0.03
-    if key == 'T6-14':   # the spec's counts of the authors' -S: ptflops 75.33 G, conv+linear 74.35 G
+    if key == 'T6-14':   # the counts of the authors' -S: ptflops 75.33 G, conv+linear 74.35 G
         assert macs['ptflops'] / 1e9 == pytest.approx(75.33, rel=2e-3)
         assert macs['conv_linear'] / 1e9 == pytest.approx(74.35, rel=2e-3)
 

@@ -1,4 +1,4 @@
-"""ATD-light (+FKE) (spec atd_fke.md): exact sizes and keys, official-checkpoint loading, attention parts against
+"""ATD-light (+FKE) (docs/architecture.md): exact sizes and keys, official-checkpoint loading, attention parts against
 loop references, test-time geometries, batch handling, and BasicSR training from the YAML options."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _official_state_dict(name: str, seed: int = 0) -> dict:
 def test_parameter_counts_match_table5(scale, fke, expected):
     model = ATD(upscale=scale, fke=fke)
     assert count_parameters(model) == expected
-    if fke:  # FKE cost is scale-independent: first column 92,000, later ones 105,968 (spec §4.6)
+    if fke:  # FKE cost is scale-independent: first column 92,000, later ones 105,968
         assert [count_parameters(m) for m in model.ker_ests] == [92_000, 105_968, 105_968, 105_968]
 
 
@@ -274,7 +274,7 @@ def test_tile_mode_matches_manual_tiling_of_whole_image_features():
     with torch.no_grad():
         y = model(x)
         mean = model.mean
-        feat = model.conv_first(x - mean)  # conv_first sees the whole image, tiles start after it (spec §3.2)
+        feat = model.conv_first(x - mean)  # conv_first sees the whole image, tiles start after it
         grid = TileGrid((21, 30), 16, 4)
         out = torch.zeros(1, 3, 63, 90)
         for k, (r, c, h, w) in enumerate(grid.boxes()):

@@ -1,4 +1,4 @@
-"""archs.blocks against functional references written from spec deeprftv2.md §4 (explicit loops, plain ops)."""
+"""archs.blocks against functional references written from docs/architecture.md, Blocks (explicit loops, plain ops)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Checkpoint layout mapping (spec deeprftv2.md §6): the authors' keys load strictly, round-trip, fail clearly."""
+"""Checkpoint layout mapping (docs/architecture.md): the authors' keys load strictly, round-trip, fail clearly."""
 from __future__ import annotations
 
 import ast
@@ -26,7 +26,7 @@ def one_thread():
 
 
 def official_keys(variant: str) -> dict[str, list[int]]:
-    """key -> shape of the authors' -B / -S state dict (spec key lists)."""
+    """key -> shape of the authors' -B / -S state dict (tests/data/official_keys)."""
     path = KEYS / f'deeprftv2_{variant}_official_keys.txt'
     out = {}
     for line in path.read_text().splitlines():

@@ -1,5 +1,5 @@
 """Every preparation script runs on its generated miniature layout, pairs by stem, is resumable, and refuses a
-malformed layout with a readable error naming what was expected (issue [eval], eval_protocols.md §3–§6)."""
+malformed layout with a readable error naming what was expected (datasets/README.md, docs/evaluation.md)."""
 from __future__ import annotations
 
 import importlib.util

@@ -1,5 +1,5 @@
 """DeblurModel / RestorationModel in-process: losses vs a hand computation, progressive crops, option checks,
-accumulation, AMP, schedulers, EMA, padded/tiled validation and atomic checkpoints (spec deeprftv2.md §7-§8)."""
+accumulation, AMP, schedulers, EMA, padded/tiled validation and atomic checkpoints (paper §4.1)."""
 import copy
 import glob
 import math
@@ -58,7 +58,7 @@ def test_registered():
 
 
 def test_losses_equal_hand_computation(tmp_path):
-    """Total = mean_4 L1(full, gt) + 0.01 mean_4 F(full, gt) + the same for half vs the pyramid GT (§7)."""
+    """Total = mean_4 L1(full, gt) + 0.01 mean_4 F(full, gt) + the same for half vs the pyramid GT (paper §4.1)."""
     model = build(make_opt(tmp_path))
     data = batch(2)
     net = model.net_g
@@ -261,7 +261,7 @@ def test_parse_progressive_non_square_and_world_size():
 
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-PAPER_PARAMS = {'B': 30_117_560, 'S': 21_191_096}  # spec deeprftv2.md §10
+PAPER_PARAMS = {'B': 30_117_560, 'S': 21_191_096}  # docs/architecture.md, Parameters and MACs
 DEMO_PARAMS = 264_172  # options/*/Demo/DeepRFTv2-Demo.yml, README "The main job" (264K)
 OPTION_FILES = sorted(
     os.path.relpath(p, ROOT) for sub in ('train', 'test') for d in ('GoPro', 'HIDE', 'RealBlur', 'REDS', 'DPDD', 'Demo')

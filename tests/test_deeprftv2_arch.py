@@ -1,4 +1,4 @@
-"""DeepRFTv2 arch (spec deeprftv2.md §2, §10): exact sizes, outputs, eval/tiling/padding, reversible == plain."""
+"""DeepRFTv2 arch (docs/architecture.md): exact sizes, outputs, eval/tiling/padding, reversible == plain."""
 from __future__ import annotations
 
 import time
@@ -49,7 +49,7 @@ def perturb_(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
     ('S', 21_191_096, 2_496_000, 2_495_856),
 ])
 def test_parameter_counts_match_the_spec_breakdown(variant, total, max_encoder, max_decoder):
-    """Spec §10, part by part (per column), and the exact totals."""
+    """docs/architecture.md, Parameters and MACs, part by part (per column), and the exact totals."""
     net = DeepRFTv2(variant=variant)
     assert n_params(net) == total
     for i in range(2):
@@ -104,7 +104,7 @@ def test_training_forward_gives_4_full_and_4_half_outputs(size):
 
 
 def test_outputs_are_heads_and_fke_images_in_spec_order():
-    """full = [head col0, FKE col0, head col1, FKE col1] (spec §2.2): check the heads against a re-computation."""
+    """full = [head col0, FKE col0, head col1, FKE col1] (docs/architecture.md): heads re-computed."""
     net = perturb_(small()).train()
     x = torch.rand(1, 3, 32, 32)
     captured = []

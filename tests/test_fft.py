@@ -1,4 +1,4 @@
-"""ops.fft: fp32 FFTs for any input dtype / autocast state (DESIGN.md principle 3, spec deeprftv2.md §3)."""
+"""ops.fft: fp32 FFTs for any input dtype / autocast state (docs/architecture.md, Fourier Kernel Estimator)."""
 import numpy as np
 import pytest
 import torch

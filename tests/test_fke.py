@@ -1,4 +1,4 @@
-"""archs.fke: the Fourier Kernel Estimator against a functional reference of spec deeprftv2.md §3 / atd_fke.md §4."""
+"""archs.fke: the Fourier Kernel Estimator against a functional reference of docs/architecture.md."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,8 +11,8 @@ from test_blocks import evss2d_ref, ln2d_ref, randomize
 torch.set_num_threads(2)
 
 # Official keys of DeepRFTv2-B's `global_model.kernel_estimator.1.` (a later column, with image head), copied
-# from spec/keys/deeprftv2_B_official_keys.txt; the first column lacks the three `fusion.down.0` convs, ATD's
-# FKE lacks `end_feature1` (spec deeprftv2.md §6, atd_fke.md §5).
+# from tests/data/official_keys/deeprftv2_B_official_keys.txt; first column lacks the three `fusion.down.0` convs, ATD's
+# FKE lacks `end_feature1` (docs/architecture.md, ATD-light + FKE).
 OFFICIAL_LATER_COLUMN = """
     deblur_feature1.0.weight [48, 96, 1, 1]
     end_feature1.0.bias [3]
@@ -137,7 +137,7 @@ def make(seed=0, **kw):
 
 
 def spectral_ref(m, a, b, state=None):
-    """Spec §3 steps 3–6 on projected maps a, b: direct torch.fft, explicit level loop, sequential scans."""
+    """FKE steps 2–5 (docs/architecture.md) on projected maps a, b: torch.fft, explicit level loop, sequential scans."""
     h, w = a.shape[-2:]
     if m.pad_to_even:
         pad = (0, w % 2, 0, h % 2)
@@ -163,14 +163,14 @@ def spectral_ref(m, a, b, state=None):
 
 
 def head_ref(m, f, feat, blur=None):
-    """Spec §3 steps 8–9: fusion conv on [filtered, input], optional 3×3 image head + blur."""
+    """FKE steps 6–7: fusion conv on [filtered, input], optional 3×3 image head + blur."""
     out = F.conv2d(torch.cat([f, feat], dim=1), m.fuse.weight)
     img = None if m.image_head is None else F.conv2d(out, m.image_head.weight, m.image_head.bias, padding=1) + blur
     return out, img
 
 
 def fke_ref(m, feat, state=None, blur=None):
-    """The whole FKE (spec §3 steps 1–9) without tiling."""
+    """The whole FKE (steps 1–7) without tiling."""
     a, b = F.conv2d(feat, m.proj_kernel.weight), F.conv2d(feat, m.proj_feature.weight)
     f, rs = spectral_ref(m, a, b, state)
     out, img = head_ref(m, f, feat, blur)

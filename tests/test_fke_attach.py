@@ -99,7 +99,7 @@ def test_bad_attach_point_lists_nearest_modules(name, at, message):
 
 
 def test_parameter_overhead_matches_spec_at_width_48():
-    """atd_fke §4.6: 92,000 for the first FKE and 105,968 for each later one at C = width = 48, 4 levels."""
+    """docs/architecture.md: 92,000 for the first FKE and 105,968 for each later one at C = width = 48, 4 levels."""
     opt = yaml.safe_load('type: FKEAttach\nbase: {type: EDSR, num_in_ch: 3, num_out_ch: 3, num_feat: 48, '
                          'num_block: 3, upscale: 2}\nat: ["body.*"]\nfke: {width: 48, levels: 4}')
     net = build_network(opt)

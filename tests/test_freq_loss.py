@@ -1,4 +1,4 @@
-"""FreqLoss against a numpy hand computation (spec deeprftv2.md §7)."""
+"""FreqLoss against a numpy hand computation (paper §4.1)."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Protocol-exact metrics (eval_protocols.md §2): MATLAB-style SSIM, RGB PSNR, RealBlur alignment, DPDD, LPIPS."""
+"""Protocol-exact metrics (docs/evaluation.md): MATLAB-style SSIM, RGB PSNR, RealBlur alignment, DPDD, LPIPS."""
 from __future__ import annotations
 
 import math

@@ -99,7 +99,7 @@ def test_stub_scan_changes_no_count():
     ('B', 30_117_560, 118.81e9, 120.30e9, 64),
 ])
 def test_paper_targets(variant, params, conv_linear, ptflops, size):
-    """Spec deeprftv2.md §0: parameters exact; MACs at 256² in both conventions. Conv/linear work scales with H·W
+    """docs/architecture.md: parameters exact; MACs at 256² in both conventions. Conv/linear work scales with H·W
     except the FKEs' H·(W/2+1) spectral maps (≈0.2 % at 64², 0.5 % at 32²), so the small-size count × (256/size)²
     must land within 1 % of the 256² figures."""
     torch.manual_seed(0)

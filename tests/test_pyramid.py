@@ -1,4 +1,4 @@
-"""ops.pyramid against a direct numpy computation of kornia's pyrdown (spec deeprftv2.md §2.1)."""
+"""ops.pyramid against a direct numpy computation of kornia's pyrdown (docs/architecture.md, Input pyramid)."""
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """scripts/reproduce_tables.py end to end on the generated miniature datasets with a tiny DeepRFTv2 checkpoint:
-every requested table is written as Markdown and CSV with the paper's value and the difference (issue [eval])."""
+every requested table is written as Markdown and CSV with the paper's value and the difference."""
 from __future__ import annotations
 
 import csv
@@ -95,7 +95,7 @@ def test_tables_1_to_4_on_fixtures(tmp_path, monkeypatch):
 
 
 def test_table5_scores_sr_checkpoints_on_y_with_the_papers_values(tmp_path):
-    """Table 5 (issue [sr]): ATD-light ± FKE on the SR benchmark layout, Y-channel PSNR/SSIM, crop = scale."""
+    """Table 5: ATD-light ± FKE on the SR benchmark layout, Y-channel PSNR/SSIM, crop = scale."""
     import cv2
     import numpy as np
     from basicsr.archs import build_network

@@ -1,4 +1,4 @@
-"""Reversible column (deeprftv2.md §5): the memory-saving path must equal plain autograd exactly."""
+"""Reversible column (docs/architecture.md): the memory-saving path must equal plain autograd exactly."""
 import gc
 import weakref
 

@@ -1,4 +1,4 @@
-"""Tiling (deeprftv2.md §2.1, atd_fke.md §4.5): authors' tile starts and ramps, exact partition of unity."""
+"""Tiling (docs/evaluation.md, Test-time protocol): authors' tile starts and ramps, exact partition of unity."""
 import numpy as np
 import pytest
 import torch

@@ -1,14 +1,14 @@
 """ATD-light (Adaptive Token Dictionary, Zhang et al. CVPR 2024) with DeepRFTv2's optional FKE chain (Table 5).
 
-Spec: shared/spec/atd_fke.md. Attribute names follow the official ATD layout (spec §5) so original ATD-light
+docs/architecture.md, ATD-light + FKE. Attribute names follow the official ATD layout so original ATD-light
 checkpoints load strictly; official ATD+FKE checkpoints (``ker_ests.*``) load through ``load_atd_pretrained`` or
 plain ``load_state_dict`` (a pre-hook renames the FKE keys onto our FourierKernelEstimator).
 
 Test-time geometry (``test_mode``, eval only; training always runs the whole patch):
-  * ``'pad'``   original ATD: mirror-pad the image to a multiple of the window size, run it whole, crop (§2.2).
-  * ``'whole'`` DeepRFTv2 copy: no padding; windows that do not fit are taken from the image edges (§3.1).
+  * ``'pad'``   original ATD: mirror-pad the image to a multiple of the window size, run it whole, crop.
+  * ``'whole'`` DeepRFTv2 copy: no padding; windows that do not fit are taken from the image edges.
   * ``'tile'``  DeepRFTv2 ``sub_image``: conv_first on the whole image, then 64×64 feature tiles (overlap 16)
-                through body and upsampler, blended at HR (§3.2, §4.5).
+                through body and upsampler, blended at HR (docs/evaluation.md, Test-time protocol).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ TEST_MODES = ('pad', 'whole', 'tile')
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Window geometry (spec §2.5, §3.1)
+# Window geometry
 # ----------------------------------------------------------------------------------------------------------------
 def _window_starts(size: int, ws: int) -> list[int]:
     """Window starts along one axis: a regular grid, plus one window flush with the far edge if size % ws."""
@@ -82,7 +82,7 @@ def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tens
 
 
 def relative_position_index(ws: int) -> torch.Tensor:
-    """ws²×ws² row index into the (2ws−1)² bias table: (y1−y2+ws−1)·(2ws−1) + (x1−x2+ws−1) (spec §2.5)."""
+    """ws²×ws² row index into the (2ws−1)² bias table: (y1−y2+ws−1)·(2ws−1) + (x1−x2+ws−1)."""
     ys, xs = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing='ij')
     ys, xs = ys.flatten(), xs.flatten()
     dy = ys[:, None] - ys[None, :] + ws - 1
@@ -115,7 +115,7 @@ def _unembed(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def symmetric_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right to a multiple by appending the flipped image (original ATD, spec §2.2 step 1)."""
+    """Pad bottom/right to a multiple by appending the flipped image (original ATD)."""
     h, w = x.shape[-2:]
     return mirror_pad_to(x, math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple)
 
@@ -154,7 +154,7 @@ class DWConv(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    """fc1 → GELU → (+ GELU(DWConv)) → fc2 (spec §2.9)."""
+    """fc1 → GELU → (+ GELU(DWConv)) → fc2."""
 
     def __init__(self, dim: int, hidden: int, kernel_size: int):
         super().__init__()
@@ -169,7 +169,7 @@ class ConvFFN(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """(Shifted-)window MSA with a learned relative-position bias (spec §2.5); takes the shared qkv."""
+    """(Shifted-)window MSA with a learned relative-position bias; takes the shared qkv."""
 
     def __init__(self, dim: int, window_size: int, num_heads: int):
         super().__init__()
@@ -201,7 +201,7 @@ class WindowAttention(nn.Module):
 
 
 class TokenDictionaryAttention(nn.Module):
-    """TDCA: single-head cosine cross-attention of tokens onto the dictionary (spec §2.6, ``attn_atd``)."""
+    """TDCA: single-head cosine cross-attention of tokens onto the dictionary (``attn_atd``)."""
 
     def __init__(self, dim: int, reducted_dim: int, num_tokens: int):
         super().__init__()
@@ -220,7 +220,7 @@ class TokenDictionaryAttention(nn.Module):
 
 
 class CategoryAttention(nn.Module):
-    """AC-MSA: MSA inside groups of tokens sorted by their dictionary category (spec §2.7, ``attn_aca``)."""
+    """AC-MSA: MSA inside groups of tokens sorted by their dictionary category (``attn_aca``)."""
 
     def __init__(self, dim: int, num_heads: int, category_size: int):
         super().__init__()
@@ -231,7 +231,7 @@ class CategoryAttention(nn.Module):
     def forward(self, qkv: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
         b, n, c3 = qkv.shape
         # Same call as the authors (unstable sort of the argmax category): ties come out in the order
-        # torch's sort leaves them on this device, so grouping matches theirs (spec §2.7).
+        # torch's sort leaves them on this device, so grouping matches theirs.
         _, order = torch.sort(sim.argmax(-1), dim=-1, stable=False)
         shuffled = torch.gather(qkv, 1, order[..., None].expand(-1, -1, c3))
         gs = min(n, self.category_size)
@@ -248,7 +248,7 @@ class CategoryAttention(nn.Module):
 
 
 class ATDTransformerLayer(nn.Module):
-    """One ATD layer: SW-MSA + TDCA + AC-MSA on a shared qkv, ConvFFN, dictionary refinement (spec §2.4)."""
+    """One ATD layer: SW-MSA + TDCA + AC-MSA on a shared qkv, ConvFFN, dictionary refinement."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift: int, category_size: int,
                  num_tokens: int, reducted_dim: int, convffn_kernel_size: int, mlp_ratio: float,
@@ -282,7 +282,7 @@ class ATDTransformerLayer(nn.Module):
 
 
 class ATDBasicBlock(nn.Module):
-    """The transformer layers of one ATDB with its learned token dictionary ``td`` (spec §2.3)."""
+    """The transformer layers of one ATDB with its learned token dictionary ``td``."""
 
     def __init__(self, dim: int, depth: int, num_tokens: int, window_size: int, use_checkpoint: bool,
                  **layer_kw):
@@ -305,7 +305,7 @@ class ATDBasicBlock(nn.Module):
 
 
 class ATDB(nn.Module):
-    """Residual module: transformer layers, 3×3 conv, residual add (spec §2.3)."""
+    """Residual module: transformer layers, 3×3 conv, residual add."""
 
     def __init__(self, dim: int, **block_kw):
         super().__init__()
@@ -317,7 +317,7 @@ class ATDB(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Flatten to tokens + LayerNorm (model-level ``patch_embed``; shared by every FKE re-embedding, §4.1)."""
+    """Flatten to tokens + LayerNorm (model-level ``patch_embed``; shared by every FKE re-embedding)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -328,7 +328,7 @@ class PatchEmbed(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    """ATD's init hook (spec §2.10): Linear trunc-normal(0.02)/zero bias, LayerNorm (1, 0)."""
+    """ATD's init hook: Linear trunc-normal(0.02)/zero bias, LayerNorm (1, 0)."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
@@ -343,7 +343,7 @@ def _init_weights(m: nn.Module) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 @register(ARCH_REGISTRY)
 class ATD(nn.Module):
-    """ATD (light defaults) for ×s super-resolution, optionally with one FKE after each ATDB (spec §2, §4).
+    """ATD (light defaults) for ×s super-resolution, optionally with one FKE after each ATDB (paper §4.1 E).
 
     Args follow the official constructor (``embed_dim``, ``depths``, ``num_heads``, ``window_size``,
     ``category_size``, ``num_tokens``, ``reducted_dim``, ``convffn_kernel_size``, ``mlp_ratio``, ``img_range``,
@@ -407,7 +407,7 @@ class ATD(nn.Module):
                                        window_overlap=fke_window_overlap if fke_window else 0)
                 for i in range(len(depths)))
             self.register_load_state_dict_pre_hook(_rename_official_fke_hook)
-        self.apply(_init_weights)  # covers the FKE modules too, as the authors' hook does (§2.10)
+        self.apply(_init_weights)  # covers the FKE modules too, as the authors' hook does
 
     # -- pieces -------------------------------------------------------------------------------------------------
     def _geometry(self, h: int, w: int, device) -> _Geometry:
@@ -422,7 +422,7 @@ class ATD(nn.Module):
         state = None
         for i, layer in enumerate(self.layers):
             t = layer(t, geo)
-            if self.ker_ests is not None:  # FKE replaces the feature; the shared LayerNorm re-embeds it (§4.1)
+            if self.ker_ests is not None:  # FKE replaces the feature; the shared LayerNorm re-embeds it
                 out = self.ker_ests[i](_unembed(t, size), state)
                 state = out.state
                 t = self.patch_embed(out.feature)

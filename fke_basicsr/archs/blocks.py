@@ -1,7 +1,7 @@
-"""Building blocks of DeepRFTv2 (spec deeprftv2.md §4) and of the block-type ablation.
+"""Building blocks of DeepRFTv2 (paper §3.3.3; docs/architecture.md, Blocks) and of the block-type ablation.
 
 Attribute names follow the authors' layout (``conv1`` … ``conv5``, ``sca.1``, ``norm1``, ``attn.A_logs`` …) so the
-state-dict keys of every block equal the official ones (§6) and checkpoints need no renaming below block level.
+state-dict keys of every block equal the official ones (docs/architecture.md): no renaming below block level.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def window_merge(windows: Tensor, grid: WindowGrid) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 class LayerNorm2d(nn.Module):
-    """Per-pixel LayerNorm over channels, biased variance, affine (NAFNet; spec §4.1)."""
+    """Per-pixel LayerNorm over channels, biased variance, affine (NAFNet)."""
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -123,7 +123,7 @@ class LayerNorm2d(nn.Module):
 
 
 class SimpleGate(nn.Module):
-    """First channel half times second half (NAFNet; spec §4.1)."""
+    """First channel half times second half (NAFNet)."""
 
     def forward(self, x: Tensor) -> Tensor:
         a, b = x.chunk(2, dim=1)
@@ -131,7 +131,7 @@ class SimpleGate(nn.Module):
 
 
 class LocalAvgPool2d(nn.Module):
-    """TLC local average pooling: box mean over a sliding window, 'valid', replicate-padded back (spec §4.2).
+    """TLC local average pooling: box mean over a sliding window, 'valid', replicate-padded back (TLC).
 
     Falls back to the global mean when the window covers the whole map in both directions; otherwise each
     axis uses min(window, size). Computed with an integral image (O(HW) for any window) in fp32 or wider.
@@ -159,7 +159,7 @@ class LocalAvgPool2d(nn.Module):
 
 
 def _local_window(train_size: int | Sequence[int]) -> tuple[int, int]:
-    """TLC window ⌊1.5·train_size⌋ per axis (spec §4.2)."""
+    """TLC window ⌊1.5·train_size⌋ per axis."""
     th, tw = _pair(train_size, 'train_size')
     return int(th * 1.5), int(tw * 1.5)
 
@@ -169,7 +169,7 @@ def _local_window(train_size: int | Sequence[int]) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------------------------
 
 class NAFBlock(nn.Module):
-    """NAFNet block, DW/FFN expansion 2, global-pool SCA; 7c²+33c parameters (spec §4.2)."""
+    """NAFNet block, DW/FFN expansion 2, global-pool SCA; 7c²+33c parameters (docs/architecture.md, Blocks)."""
 
     def __init__(self, c: int, train_size: int | Sequence[int] | None = None):
         super().__init__()
@@ -199,7 +199,7 @@ class NAFBlock(nn.Module):
 
 
 class LocalNAFBlock(NAFBlock):
-    """NAFBlock whose SCA pools over a ⌊1.5·train_size⌋ window (TLC), same parameters (spec §4.2)."""
+    """NAFBlock whose SCA pools over a ⌊1.5·train_size⌋ window (TLC), same parameters."""
 
     def __init__(self, c: int, train_size: int | Sequence[int]):
         if train_size is None:
@@ -212,7 +212,7 @@ class LocalNAFBlock(NAFBlock):
 # --------------------------------------------------------------------------------------------------------------
 
 class EVSS2D(nn.Module):
-    """EVSSM's SS2D with one raster scan, dt/B/C depthwise Conv1d and Mamba init (spec §4.4).
+    """EVSSM's SS2D with one raster scan, dt/B/C depthwise Conv1d and Mamba init (docs/architecture.md, Blocks).
 
     ``window`` (REDS' ``LocalNAFEVSBlock_patch``): when the map exceeds it, the scan runs inside
     non-overlapping windows (border windows snapped to the edge, :class:`WindowGrid`).
@@ -260,7 +260,7 @@ class EVSS2D(nn.Module):
                 f'window={self.window}, scan_backend={self.scan_backend}')
 
     def scan(self, u: Tensor) -> Tensor:
-        """Selective scan of a (B, d, h, w) map in row-major order → (B, d, h, w) fp32 (spec §4.4)."""
+        """Selective scan of a (B, d, h, w) map in row-major order → (B, d, h, w) fp32."""
         from fke_basicsr.ops.selective_scan import selective_scan  # late: keeps blocks importable on its own
 
         b, d, h, w = u.shape
@@ -294,7 +294,7 @@ class EVSS2D(nn.Module):
 
 
 class EVSS(nn.Module):
-    """FKE residual module: x + EVSS2D(LayerNorm2d(x)), no FFN (spec §4.4)."""
+    """FKE residual module: x + EVSS2D(LayerNorm2d(x)), no FFN."""
 
     def __init__(self, c: int, d_state: int = 8, window: int | Sequence[int] | None = None,
                  scan_backend: str | None = None):
@@ -308,7 +308,7 @@ class EVSS(nn.Module):
 
 class NAFEVSBlock(NAFBlock):
     """NAF block with an EVSS2D branch on the gated features; transposes (even idx) / flips (odd idx) its input
-    without undoing it (spec §4.3, §2.6)."""
+    without undoing it (docs/architecture.md, Blocks)."""
 
     def __init__(self, c: int, idx: int, train_size: int | Sequence[int] | None = None,
                  window: int | Sequence[int] | None = None, local: bool = False, scan_backend: str | None = None):
@@ -341,7 +341,7 @@ class NAFEVSBlock(NAFBlock):
 
 
 class LocalNAFEVSBlock(NAFEVSBlock):
-    """NAFEVSBlock with TLC local SCA and a windowed EVSS2D (REDS' ``LocalNAFEVSBlock_patch``; spec §4.3)."""
+    """NAFEVSBlock with TLC local SCA and a windowed EVSS2D (REDS' ``LocalNAFEVSBlock_patch``)."""
 
     def __init__(self, c: int, idx: int, train_size: int | Sequence[int], window: int | Sequence[int] | None = None,
                  scan_backend: str | None = None):
@@ -391,7 +391,7 @@ BLOCK_KINDS = ('naf', 'NAFEVSBlock', 'localnaf', 'LocalNAFEVSBlock_patch', 'EVSS
 
 def build_block(kind: str, c: int, idx: int, train_size: int | Sequence[int] | None = None,
                 window: int | Sequence[int] | None = None) -> nn.Module:
-    """The authors' ``get_modules`` factory (spec §1.2 notes) plus the ablation's 'ResBlock' / 'VSBlock'.
+    """The authors' ``get_modules`` factory plus the ablation's 'ResBlock' / 'VSBlock'.
 
     ``idx`` is the block's index inside its level (orientation of NAFEVS blocks); ``train_size`` is the TLC size
     at that level ('localnaf', 'LocalNAFEVSBlock_patch'); ``window`` the EVSS2D scan window ('…_patch',

@@ -1,6 +1,6 @@
-"""DeepRFTv2: the Decoupled Multi-Scale UNet (DMS-UNet) with Fourier Kernel Estimators (paper §3; spec deeprftv2.md §2).
+"""DeepRFTv2: the Decoupled Multi-Scale UNet (DMS-UNet) with Fourier Kernel Estimators (paper §3; docs/architecture.md).
 
-Columns ("sub-UNets", two in the paper) x two scales. Inside column i, in this order (spec §2.2):
+Columns ("sub-UNets", two in the paper) x two scales. Inside column i, in this order (docs/architecture.md, One column):
 max-scale encoder -> max->mid injections -> mid-scale encoder -> mid decoder -> mid head + mid FKE ->
 mid FKE feature fused into the max latent -> max decoder -> max head + max FKE.
 Every encoder/decoder level adds the alpha-scaled same-level state of the previous column (RevCol-style, run by
@@ -9,7 +9,7 @@ sub-ResNet state to the same-scale FKE of the next column and its feature to the
 
 Outputs per column: ``head(d) + B`` and the FKE image, at each scale: 4 full- and 4 half-resolution images for two
 columns; the prediction is the last max-scale FKE image. Attribute names are ours; ``fke_basicsr.checkpoints``
-maps them onto the authors' layout (spec §6).
+maps them onto the authors' layout (docs/architecture.md, The authors' key layout).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from fke_basicsr.tiling import TileGrid, pad_to_multiple
 
 __all__ = ['DeblurOutputs', 'DeepRFTv2', 'VARIANTS']
 
-# Block presets of the paper's two models (spec §1.2): -B puts NAFEVSBlocks in levels 1-2 of the max scale.
+# Block presets of the paper's two models (paper §4.1): -B puts NAFEVSBlocks in levels 1-2 of the max scale.
 VARIANTS: dict[str, dict[str, Any]] = {
     'B': dict(max_enc_block_types=['naf', 'NAFEVSBlock', 'NAFEVSBlock'],
               max_dec_block_types=['NAFEVSBlock', 'NAFEVSBlock', 'naf'], mid_block_types='naf'),
@@ -40,18 +40,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
 _DEFAULTS: dict[str, Any] = dict(num_columns=2, width=48, enc_blocks=[1, 4, 8], dec_blocks=[8, 4, 1],
                                  max_enc_block_types='naf', max_dec_block_types='naf', mid_block_types='naf',
                                  fke_width=48, fke_levels=4, fke_block='EVSS')
-# Blocks that transpose/flip their input without undoing it (spec §2.6): a level needs an even number of them.
+# Blocks that transpose/flip their input without undoing it (docs/architecture.md): a level needs an even count.
 _ORIENTING = ('NAFEVSBlock', 'LocalNAFEVSBlock_patch')
 
 
 class DeblurOutputs(NamedTuple):
-    """Every image the network predicts, per column [head, FKE], at full and at half resolution (spec §2.2)."""
+    """Every image the network predicts, per column [head, FKE], at full and at half resolution."""
     full: list[Tensor]
     half: list[Tensor]
 
 
 def _down2x(c_in: int, c_out: int) -> nn.Conv2d:
-    """2x2 stride-2 convolution without bias: every learned down-sampler of the network (spec §1.1)."""
+    """2x2 stride-2 convolution without bias: every learned down-sampler of the network."""
     return nn.Conv2d(c_in, c_out, kernel_size=2, stride=2, bias=False)
 
 
@@ -60,7 +60,7 @@ def _conv3x3(c_in: int, c_out: int, bias: bool) -> nn.Conv2d:
 
 
 class PixelShuffleUp(nn.Sequential):
-    """1x1 conv (c -> 2c, no bias) then PixelShuffle(2): c/2 channels at twice the resolution (spec §2.5)."""
+    """1x1 conv (c -> 2c, no bias) then PixelShuffle(2): c/2 channels at twice the resolution."""
 
     def __init__(self, c: int):
         super().__init__(OrderedDict(conv=nn.Conv2d(c, 2 * c, 1, bias=False), shuffle=nn.PixelShuffle(2)))
@@ -79,12 +79,12 @@ class EncoderLevel(nn.Module):
         if self.down is not None:
             x = self.down(x)
         if self.fuse is not None:
-            x = self.fuse(torch.cat([x, injected], dim=1))  # own feature first, injected one second (spec §2.4)
+            x = self.fuse(torch.cat([x, injected], dim=1))  # own feature first, injected one second
         return self.blocks(x)
 
 
 class DecoderLevel(nn.Module):
-    """Blocks, then (except at the finest level) the up-sampler: blocks come first in the decoder (spec §2.5)."""
+    """Blocks, then (except at the finest level) the up-sampler: blocks come first in the decoder (paper Eq. 14)."""
 
     def __init__(self, c: int, blocks: Sequence[nn.Module], upsample: bool):
         super().__init__()
@@ -97,7 +97,7 @@ class DecoderLevel(nn.Module):
 
 
 class Encoder(nn.Module):
-    """One column's encoder at one scale: c_j = alpha_j * c_j^prev + level_j(c_{j-1} or x [, u_j]) (spec §2.3-2.4)."""
+    """One column's encoder at one scale: c_j = alpha_j * c_j^prev + level_j(c_{j-1} or x [, u_j]) (paper Eq. 12)."""
 
     def __init__(self, channels: Sequence[int], blocks: Sequence[Sequence[nn.Module]], inject: bool = False,
                  save_memory: bool = False):
@@ -113,7 +113,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """One column's decoder (spec §2.5): d_j = alpha_j * skip_j + level_j(d_{j-1} or latent).
+    """One column's decoder (paper Eq. 14): d_j = alpha_j * skip_j + level_j(d_{j-1} or latent).
 
     The skips are the encoder features of the matching resolution, U-Net style but added, not concatenated;
     the finest level's "skip" is the previous column's decoder output.
@@ -133,7 +133,7 @@ class Decoder(nn.Module):
 
 
 class LatentFusion(nn.Module):
-    """Mid-scale feature -> 2x2 stride-2 conv to the latent width, concat before the max latent, 1x1 conv (§2.2).
+    """Mid-scale feature -> 2x2 stride-2 conv to the latent width, concat before the max latent, 1x1 conv.
 
     ``factor`` is the resolution ratio between the mid-scale feature (H/2) and the max latent (H/2^(L-1)):
     2 for the paper's three levels; other level counts get a k×k stride-k conv with k = factor.
@@ -150,7 +150,7 @@ class LatentFusion(nn.Module):
 
 @dataclass
 class _ScaleState:
-    """What one scale hands from a column to the next (spec §2.2); 0 / None = nothing yet (first column)."""
+    """What one scale hands from a column to the next; 0 / None = nothing yet (first column)."""
     levels: list = field(default_factory=list)   # encoder-level states, overwritten by the decoder outputs
     dec: Any = 0                                 # finest decoder level output
     feature: Tensor | None = None                # FKE feature (decoder feature without FKE) for the embedding
@@ -211,7 +211,7 @@ def _positive_int(name: str, value: Any) -> int:
 
 @register(ARCH_REGISTRY)
 class DeepRFTv2(nn.Module):
-    """DeepRFTv2-S / -B (paper §3, spec deeprftv2.md §2); ``variant`` presets the blocks, any option overrides.
+    """DeepRFTv2-S / -B (paper §3; docs/architecture.md); ``variant`` presets the blocks, any option overrides.
 
     Returns :class:`DeblurOutputs` in training mode; the prediction (B, out_channels, H, W) in eval mode, or
     DeblurOutputs there too with ``return_all=True``.
@@ -320,7 +320,7 @@ class DeepRFTv2(nn.Module):
         flags_fke = _flags(save_memory_fke, ncol, 'save_memory_fke')
 
         chans = [width * 2 ** j for j in range(nlev)]
-        # TLC pooling size per level (spec §4.2): encoders train_size / 2^level, decoders train_size / 2^(n-1-level);
+        # TLC pooling size per level: encoders train_size / 2^level, decoders train_size / 2^(n-1-level);
         # the mid scale starts from train_size / 2
         enc_sizes = [_scaled(train_size, 2 ** j) for j in range(nlev)]
         dec_sizes = enc_sizes[::-1]
@@ -389,7 +389,7 @@ class DeepRFTv2(nn.Module):
 
     def _column(self, i: int, images: Sequence[Tensor], mx: _ScaleState, md: _ScaleState,
                 full: list[Tensor], half: list[Tensor]) -> None:
-        """Column i (spec §2.2), updating the carried states in place and appending its outputs."""
+        """Column i (docs/architecture.md), updating the carried states in place and appending its outputs."""
         n = self.num_levels
         x = self.embed_max[i](images[0])
         if i:
@@ -442,7 +442,7 @@ class DeepRFTv2(nn.Module):
         return pad_to_multiple(x, m, mode='constant' if self.pad_mode == 'zeros' else 'reflect')[0]
 
     def _forward_tiled(self, x: Tensor, scales: int) -> DeblurOutputs:
-        """The authors' test-time tiling (spec §2.1), blended exactly: the pyramid is built on the whole image,
+        """The authors' test-time tiling (docs/evaluation.md), blended exactly: the pyramid is built on the whole image,
         level k is cut into tiles of sub_image_size/2^k overlapping by overlap_size/2^k, all tiles (of all images
         of the batch) run as one batch, and the outputs are blended back with linear ramps."""
         pyramid = gaussian_pyramid(x, scales)

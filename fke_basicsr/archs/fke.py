@@ -1,5 +1,5 @@
 """Fourier Kernel Estimator (FKE): a learned, input-adaptive per-channel global filter predicted in the Fourier
-domain (paper §3.2; spec deeprftv2.md §3 for DeepRFTv2, atd_fke.md §4 for ATD-light + FKE).
+domain (paper §3.1; docs/architecture.md, Fourier Kernel Estimator).
 
 Usable on its own on any C-channel feature map::
 
@@ -36,7 +36,7 @@ class FKEOutput(NamedTuple):
 
 class SpectralLevel(nn.Module):
     """One level of the FKE column: optional cross-column fusion (1×1 conv on [current, previous-column
-    level j+1]), then one residual block (spec §3 step 4, ``Fusion_Encoder_nodownup`` + ``blocks.0``)."""
+    level j+1]), then one residual block (FKE step 3; their ``Fusion_Encoder_nodownup`` + ``blocks.0``)."""
 
     def __init__(self, width: int, block: str, fuse_upper: bool):
         super().__init__()
@@ -53,7 +53,7 @@ class SpectralLevel(nn.Module):
 
 
 class SpectralColumn(nn.Module):
-    """The FKE's "reversible sub-ResNet": ``levels`` blocks at spectral resolution (spec §3 step 4)::
+    """The FKE's "reversible sub-ResNet": ``levels`` blocks at spectral resolution (paper §3.3.2, Eq. 16)::
 
         r_j = α_j·p_j + Block_j(F_j(r_{j−1}, p_{j+1})),   r_{−1} = x0, F_j = identity in the first column
         and for the last level, else a 1×1 conv (2w→w, bias) on the concatenation.
@@ -93,7 +93,7 @@ class SpectralColumn(nn.Module):
 
 
 class OTFHead(nn.Module):
-    """LayerNorm2d + 1×1 conv (w→2w, bias): first half real, second half imaginary (spec §3 step 5, EstOTF)."""
+    """LayerNorm2d + 1×1 conv (w→2w, bias): first half real, second half imaginary (FKE step 4)."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -106,7 +106,7 @@ class OTFHead(nn.Module):
 
 
 class FourierKernelEstimator(nn.Module):
-    """Fourier Kernel Estimator of DeepRFTv2 (paper §3.2; spec deeprftv2.md §3, atd_fke.md §4.2).
+    """Fourier Kernel Estimator of DeepRFTv2 (paper §3.1; docs/architecture.md, Fourier Kernel Estimator).
 
     Args:
         in_channels: channels of the input feature (and of the output feature).
@@ -163,7 +163,7 @@ class FourierKernelEstimator(nn.Module):
     # ---------------------------------------------------------------------------------------------- core
     def filter_spectrum(self, kernel_map: Tensor, feature_map: Tensor,
                         state: Sequence[Tensor] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Steps 3–6 of spec §3 on one map (or a batch of tiles): K from rfft2(kernel_map), irfft2(Y ⊙ K)."""
+        """FKE steps 2–5 (docs/architecture.md) on a map or batch of tiles: K from rfft2(kernel_map), irfft2(Y ⊙ K)."""
         h, w = kernel_map.shape[-2:]
         if self.pad_to_even and (h % 2 or w % 2):
             pad = (0, w % 2, 0, h % 2)
@@ -219,7 +219,7 @@ class FourierKernelEstimator(nn.Module):
 
 
 def fke_official_renames(levels: int = 4) -> list[tuple[str, str]]:
-    """(our key prefix, official key prefix) pairs covering every FKE parameter (spec §6, atd_fke.md §5).
+    """(our key prefix, official key prefix) pairs covering every FKE parameter (docs/architecture.md).
 
     Module prefixes end in '.', parameter names are complete; the official names are relative to
     ``kernel_estimator.{i}.`` / ``mid_kernel_estimator.{i}.`` (DeepRFTv2) or ``ker_ests.{i}.`` (ATD).

@@ -1,4 +1,4 @@
-"""FKEAttach: insert Fourier Kernel Estimators into any arch registered in BasicSR (paper §3.2 and Table 5).
+"""FKEAttach: insert Fourier Kernel Estimators into any arch registered in BasicSR (paper §3.1, Table 5).
 
 The base arch is built from its own options; each submodule named in ``at`` (module paths or glob patterns)
 is replaced by a thin wrapper that runs the original module, then an FKE on its output (C→C), and returns the
@@ -48,7 +48,7 @@ def _spatial_size(args: Sequence[Any], kwargs: Mapping[str, Any], length: int) -
 
 
 class AttachedFKE(nn.Module):
-    """A submodule followed by an FKE on its output, in the submodule's own output layout (paper §3.2)."""
+    """A submodule followed by an FKE on its output, in the submodule's own output layout (paper §3.1)."""
 
     def __init__(self, inner: nn.Module, fke: FourierKernelEstimator, chain: _Chain, tokens: bool):
         super().__init__()
@@ -130,7 +130,7 @@ def _base_size_multiple(base: nn.Module, base_opt: Mapping[str, Any]) -> int:
 
 @register(ARCH_REGISTRY)
 class FKEAttach(nn.Module):
-    """Any registered arch with FKEs inserted after named submodules ("attach FKE to any arch", paper §3.2).
+    """Any registered arch with FKEs inserted after named submodules (docs/architecture.md, FKEAttach).
 
     Args:
         base: options of the base arch, ``{type: <registered arch>, **its kwargs}``.

@@ -1,6 +1,6 @@
 """Paired images zero-padded bottom/right to a fixed (H, W), then cropped at one random position.
 
-RealBlur's second training stage (spec deeprftv2.md §8) trains on whole 776×680 frames: the frames vary in size,
+RealBlur's second training stage (paper §4.1 B) trains on whole 776×680 frames: the frames vary in size,
 so each pair is zero-padded at the bottom/right up to ``gt_size`` and cropped there when larger — the same
 geometry as the RealBlur test protocol (pad to 776×680). BasicSR's PairedImageDataset only crops squares and
 fails on frames smaller than the crop.

@@ -1,4 +1,4 @@
-"""FreqLoss: mean complex modulus of the difference of unnormalised one-sided spectra (spec deeprftv2.md §7)."""
+"""FreqLoss: mean complex modulus of the difference of unnormalised one-sided spectra (paper §4.1)."""
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -27,7 +27,7 @@ def freq_distance(pred: Tensor, target: Tensor) -> Tensor:
 
 @register(LOSS_REGISTRY)
 class FreqLoss(nn.Module):
-    """DeepRFTv2's frequency loss: weight · mean |rfft2(pred) − rfft2(gt)| (the authors' FourierLoss, §7).
+    """DeepRFTv2's frequency loss: weight · mean |rfft2(pred) − rfft2(gt)| (the authors' FourierLoss).
 
     Args:
         loss_weight: multiplier of the loss (the paper uses 0.01 next to an L1 of weight 1).

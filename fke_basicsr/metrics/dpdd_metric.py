@@ -1,5 +1,5 @@
-"""DPDD single-image defocus deblurring metrics (eval_protocols.md §2.1 P-float, §2.2 S-sk-uniform, §2.4, §2.5,
-§6.3 — Restormer's ``test_single_image_defocus_deblur.py`` protocol).
+"""DPDD single-image defocus deblurring metrics (docs/evaluation.md, Table 4: float PSNR, scikit-image SSIM,
+MAE, LPIPS — Restormer's ``test_single_image_defocus_deblur.py`` protocol).
 
 All scores are on [0,1] RGB images; the protocol scores the clamped *float* prediction (not quantised) against
 the 8-bit ground truth / 255. The registered functions receive BasicSR's uint8 BGR images (quantised, for
@@ -51,7 +51,7 @@ def dpdd_ssim(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def mae(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean absolute error over H·W·C on [0,1] images (== per-channel sklearn MAE averaged, §2.4)."""
+    """Mean absolute error over H·W·C on [0,1] images (== per-channel sklearn MAE averaged)."""
     x, y = _unit_pair(pred, gt)
     return float(np.mean(np.abs(x - y)))
 
@@ -175,7 +175,7 @@ def calculate_lpips(img: np.ndarray, img2: np.ndarray, input_order: str = 'HWC',
 # ------------------------------------------------------------------------------------------------- grouping
 def dpdd_summary(per_image: Mapping[str, Mapping[str, float]], indoor: Iterable[str], outdoor: Iterable[str]
                  ) -> dict[str, dict[str, Aggregate]]:
-    """Indoor / outdoor means and the combined score = image-count-weighted mean of the two (§6.1).
+    """Indoor / outdoor means and the combined score = image-count-weighted mean of the two (docs/evaluation.md).
 
     ``per_image`` maps image name -> {metric: value}; every name must belong to exactly one group.
     """

@@ -1,4 +1,4 @@
-"""Input checks, explicit data ranges and safe averaging shared by the protocol metrics (eval_protocols.md §2)."""
+"""Input checks, explicit data ranges and safe averaging shared by the protocol metrics (docs/evaluation.md)."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-# Peak value implied by an integer dtype; floats must state theirs (spec §2.1: never auto-detect the range).
+# Peak value implied by an integer dtype; floats must state theirs (never auto-detect the range: docs/evaluation.md).
 _DTYPE_PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
@@ -85,7 +85,7 @@ class Aggregate:
 
 
 def mean_of_images(values: Iterable[float]) -> Aggregate:
-    """Average per-image scores (spec §2: mean of per-image values); an inf PSNR is counted, never hidden.
+    """Average per-image scores (mean of per-image values, docs/evaluation.md); an inf PSNR is counted, never hidden.
 
     One identical pair makes the PSNR mean ``inf``; ``n_nonfinite`` says how many such images there were so a
     report can flag it instead of printing a silently dominated mean.
@@ -98,7 +98,7 @@ def mean_of_images(values: Iterable[float]) -> Aggregate:
 
 
 def weighted_mean(groups: Iterable[Aggregate]) -> Aggregate:
-    """Mean over the union of several groups, each weighted by its image count (DPDD combined, spec §6.1)."""
+    """Mean over the union of several groups, each weighted by its image count (DPDD combined, docs/evaluation.md)."""
     groups = list(groups)
     total = sum(g.count for g in groups)
     if total == 0:

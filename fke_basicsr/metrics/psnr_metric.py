@@ -1,4 +1,4 @@
-"""RGB PSNR with peak 255 on uint8 images (protocol P-RGB-u8, eval_protocols.md §2.1): GoPro, HIDE, REDS,
+"""RGB PSNR with peak 255 on uint8 images (docs/evaluation.md, Metrics): GoPro, HIDE, REDS,
 RealBlur "not aligned" — identical to MATLAB ``psnr`` and skimage ``peak_signal_noise_ratio`` on uint8."""
 from __future__ import annotations
 

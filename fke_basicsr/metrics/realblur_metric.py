@@ -1,4 +1,4 @@
-"""RealBlur evaluation (eval_protocols.md §2.7, §4.4): aligned PSNR/SSIM after brightness gain + ECC homography,
+"""RealBlur evaluation (docs/evaluation.md, Table 2): aligned PSNR/SSIM after brightness gain + ECC homography,
 and the "not aligned" columns.
 
 Aligned (official RealBlur / Restormer / EVSSM / DeepRFTv2 protocol), on [0,1] float images:
@@ -10,7 +10,7 @@ An ECC failure is never replaced silently: ``on_failure='raise'`` raises ``Align
 (DeepRFTv2's behaviour) scores that image without gain/warp, logs a warning and counts it in
 ``ALIGNMENT_FAILURES`` so reports can state how many images fell back.
 Not aligned: P-RGB-u8 PSNR (``calculate_psnr_rgb``) and S-3D SSIM (``calculate_ssim_matlab``) on the uint8
-images — the non-aligned SSIM implementation is the spec's best reading (§4.4, unverified).
+images — the non-aligned SSIM implementation is the best reading of the authors' scripts (unverified).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SSIM variants of eval_protocols.md §2.2.
+"""SSIM variants of docs/evaluation.md, Metrics.
 
 * S-3D ("MATLAB RGB", ``calculate_ssim_matlab``): MATLAB ``ssim`` on an H×W×3 uint8 array treats it as a
   volume — the 11-tap σ=1.5 Gaussian runs along height, width *and* channel with replicate padding, and the

@@ -1,4 +1,4 @@
-"""DeblurModel: DeepRFTv2's multi-output supervision and progressive patch/batch schedule (spec deeprftv2.md §7–§8)."""
+"""DeblurModel: DeepRFTv2's multi-output supervision and progressive patch/batch schedule (paper §4.1)."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -111,13 +111,13 @@ def output_levels(out: Any) -> list[list[Tensor]]:
 
 
 def _mean_loss(criterion, preds: list[Tensor], target: Tensor) -> Tensor:
-    """Mean over the outputs of ``criterion(pred, target)`` (the authors' list convention, spec §7)."""
+    """Mean over the outputs of ``criterion(pred, target)`` (the authors' list convention)."""
     return torch.stack([criterion(p, target) for p in preds]).mean()
 
 
 @register(MODEL_REGISTRY)
 class DeblurModel(RestorationModel):
-    """DeepRFTv2 training (spec §7): L1 + 0.01·FreqLoss on all full-res outputs and on all half-res outputs
+    """DeepRFTv2 training (paper §4.1): L1 + 0.01·FreqLoss on all full-res outputs and on all half-res outputs
     against the Gaussian-pyramid GT, gradient clipping at 0.01, optional progressive patch/batch stages."""
 
     train_keys = TRAIN_KEYS | {'progressive'}

@@ -1,4 +1,4 @@
-"""RestorationModel: BasicSR's SRModel with the training recipe of DeepRFTv2 (spec deeprftv2.md §7–§8).
+"""RestorationModel: BasicSR's SRModel with the training recipe of DeepRFTv2 (paper §4.1).
 
 What it adds to SRModel, each switchable from ``train:`` in the YAML file:
 AdamW (and SGD) besides BasicSR's Adam; torch's ``CosineAnnealingLR`` (the authors' TrueCosineAnnealingLR) and
@@ -325,7 +325,7 @@ class RestorationModel(SRModel):
         if pad_to:  # RealBlur protocol: zero-pad every frame to one fixed size (776x680); the FKE's FFT sees it
             th, tw = (pad_to, pad_to) if isinstance(pad_to, int) else pad_to
             lq = F.pad(lq, (0, max(tw - w, 0), 0, max(th - h, 0)), mode=mode)
-        # Zero padding at the bottom/right is the authors' validation protocol (spec §7 "window_size: 8").
+        # Zero padding at the bottom/right is the authors' validation protocol (docs/evaluation.md, Test-time protocol).
         x, _ = pad_to_multiple(lq, multiple, mode=mode)
 
         def run(t: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """Real 2-D FFTs that always compute in fp32 (or fp64), whatever the input dtype and autocast state.
 
-DESIGN.md principle 3 ("FFTs always run in fp32"): CPU torch rejects half-precision FFTs and CUDA half FFTs
-only accept power-of-two sizes, and the FKE's spectra (spec deeprftv2.md §3 step 3/6) are unnormalised
+FFTs always run in fp32 (docs/architecture.md): CPU torch rejects half-precision FFTs and CUDA half FFTs
+only accept power-of-two sizes, and the FKE's spectra (docs/architecture.md) are unnormalised
 ("backward") transforms whose DC terms easily overflow fp16. Both functions therefore disable autocast,
 upcast bf16/fp16 to fp32 (fp64 stays fp64) and hand back complex64/complex128 spectra; ``irfft2`` casts its
 real result to the dtype the caller asks for.
@@ -32,7 +32,7 @@ def _check_norm(norm: str) -> None:
 
 
 def rfft2(x: Tensor, norm: str = 'backward') -> Tensor:
-    """One-sided 2-D FFT over the last two dims, computed in fp32 (fp64 for fp64 input); spec §3 step 3."""
+    """One-sided 2-D FFT over the last two dims, computed in fp32 (fp64 for fp64 input); FKE step 2."""
     if not isinstance(x, Tensor) or x.is_complex() or not x.is_floating_point():
         raise ValueError(f"x must be a real floating-point tensor, got "
                          f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")

@@ -1,4 +1,4 @@
-"""Gaussian image pyramid with kornia's ``pyrdown`` semantics (spec deeprftv2.md §2.1, §9.4), no kornia needed.
+"""Gaussian image pyramid with kornia's ``pyrdown`` semantics (docs/architecture.md, Input pyramid), no kornia needed.
 
 One level down = depthwise 5×5 binomial blur ([1,4,6,4,1]ᵀ[1,4,6,4,1]/256) with reflect borders, then a
 bilinear resize to (⌊H/2⌋, ⌊W/2⌋) with align_corners=False and no antialiasing. For even sizes the resize is

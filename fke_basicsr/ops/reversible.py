@@ -1,4 +1,4 @@
-"""Reversible column (RevCol-style) autograd function, generic over levels and fusions (deeprftv2.md §5).
+"""Reversible column (RevCol-style) autograd function, generic over levels and fusions (paper §3.3.1-3.3.2).
 
 A column has ``n`` levels. Level ``j`` computes::
 
@@ -58,7 +58,7 @@ class CarriedRef(NamedTuple):
 
 
 def clamp_alphas_(alphas: Sequence[Tensor | None], min_abs: float = 1e-3) -> None:
-    """In place, under no_grad: ``|alpha| >= min_abs`` keeping the sign (0 -> +min_abs); deeprftv2.md §5."""
+    """In place, under no_grad: ``|alpha| >= min_abs`` keeping the sign (0 -> +min_abs): the inverse divides by it."""
     with torch.no_grad():
         for a in alphas:
             if a is None:
@@ -193,7 +193,7 @@ def _backprop_level(ctx, pslots: list[int] | None, needs: Sequence[bool], y: Ten
 
 
 class _ReversibleColumn(torch.autograd.Function):
-    """Memory-saving column: forward without a graph, backward by recomputation + reconstruction (§5).
+    """Memory-saving column: forward without a graph, backward by recomputation + reconstruction (paper Eq. 13, 15, 17).
 
     Inputs: the plan, the index where the parameters start in ``flat``, then ``flat`` = x, carried tensors,
     alphas, tensor extras, parameters (the parameters only route their gradients; they are module state and
@@ -372,7 +372,7 @@ def _column_reversible(fns, alphas, x, carried, extras) -> list[Tensor]:
 def reversible_column(fns: Sequence[Callable[..., Tensor]], alphas: Sequence[Tensor | None], x: Tensor,
                       carried: Sequence[Tensor | int | None], extras: Sequence[Sequence[Any]] = (),
                       save_memory: bool = True) -> list[Tensor]:
-    """One reversible column ``c_j = alphas[j]*carried[j] + fns[j](inp_j, *extras[j])`` (deeprftv2.md §5).
+    """One reversible column ``c_j = alphas[j]*carried[j] + fns[j](inp_j, *extras[j])`` (paper Eq. 12-17).
 
     See the module docstring for the encoding of ``carried`` and ``extras``. Alphas are clamped in place first.
     ``save_memory=True`` frees every intermediate activation and recomputes it in backward; it falls back to the

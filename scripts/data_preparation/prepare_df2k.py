@@ -1,4 +1,4 @@
-"""Prepare DF2K (DIV2K train HR + Flickr2K HR) for ATD-light(+FKE) training (spec atd_fke.md §6.2).
+"""Prepare DF2K (DIV2K train HR + Flickr2K HR) for ATD-light(+FKE) training (paper §4.1 E; docs/evaluation.md).
 
 For every HR image, streamed one at a time:
   1. mod-crop to a multiple of every requested scale (lcm; 12 for ×2/×3/×4), so all LR images align exactly;

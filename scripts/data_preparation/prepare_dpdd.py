@@ -1,4 +1,4 @@
-"""Prepare DPDD (Abuolaim & Brown, ECCV 2020) for single-image defocus deblurring (eval_protocols.md §6).
+"""Prepare DPDD (Abuolaim & Brown, ECCV 2020) for single-image defocus deblurring (docs/evaluation.md, Table 4).
 
 Input : <src>/{train,val,test}_c/{source,target}/<name>.png  (the distributed dd_dp_dataset_canon folder,
         16-bit PNGs; the _l/_r dual-pixel views are not used by Table 4)

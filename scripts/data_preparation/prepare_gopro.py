@@ -1,4 +1,4 @@
-"""Prepare GoPro (Nah et al., CVPR 2017) from the distributed ``GOPRO_Large`` folder (eval_protocols.md §3).
+"""Prepare GoPro (Nah et al., CVPR 2017) from the distributed ``GOPRO_Large`` folder (docs/evaluation.md, Table 1).
 
 Input : GOPRO_Large/{train,test}/<GOPRxxxx_xx_xx>/{blur,blur_gamma,sharp}/<frame>.png  (``blur_gamma`` ignored)
 Output: <dst>/GoPro/{train,test}/{blur,sharp}/<sequence>-<frame>.png     (full frames, flat)

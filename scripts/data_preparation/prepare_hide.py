@@ -1,4 +1,4 @@
-"""Prepare the HIDE test set (Shen et al., ICCV 2019) from the distributed ``HIDE_dataset`` folder (§3.1).
+"""Prepare the HIDE test set (Shen et al., ICCV 2019) from the distributed ``HIDE_dataset`` folder (docs/evaluation.md).
 
 Input : HIDE_dataset/test/{test-close-ups,test-long-shot}/<name>.png and HIDE_dataset/GT/<name>.png
         (GT files carry the same names as the blurry ones; train/ is not used by Table 1)

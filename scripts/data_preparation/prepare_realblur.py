@@ -1,4 +1,4 @@
-"""Prepare RealBlur-J / RealBlur-R (Rim et al., ECCV 2020) from the distributed folder (eval_protocols.md §4.1).
+"""Prepare RealBlur-J / RealBlur-R (Rim et al., ECCV 2020) from the distributed folder (docs/evaluation.md, Table 2).
 
 Input : <src>/RealBlur-J_ECC_IMCORR_centroid_itensity_ref/sceneNNN/{blur,gt}/{blur_M,gt_M}.png
         <src>/RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref/...

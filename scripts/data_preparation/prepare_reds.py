@@ -1,4 +1,4 @@
-"""Prepare REDS for NTIRE 2021 deblurring track 2 (JPEG artifacts) (Nah et al., CVPRW 2019; §5.1).
+"""Prepare REDS for NTIRE 2021 deblurring track 2 (JPEG artifacts) (Nah et al., CVPRW 2019; docs/evaluation.md).
 
 Input : <src>/val/val_blur_jpeg/NNN/FFFFFFFF.jpg, <src>/val/val_sharp/NNN/FFFFFFFF.png
         (<src>/train/train_blur_jpeg, train/train_sharp with --train)

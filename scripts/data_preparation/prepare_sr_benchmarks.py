@@ -4,7 +4,7 @@ For each set and each scale s, streamed one image at a time:
   * ``<out>/<Set>/HR/<stem>.png``: the HR image as RGB PNG (not mod-cropped: BasicSR's PairedImageDataset
     crops the GT to s·LR size at test time, which is exactly the mod-s crop of the usual protocol);
   * ``<out>/<Set>/LR_bicubic/X<s>/<stem>.png``: MATLAB-style bicubic downscale (BasicSR's imresize,
-    antialiased) of the HR image mod-cropped to a multiple of s, rounded to uint8 (spec atd_fke.md §7).
+    antialiased) of the HR image mod-cropped to a multiple of s, rounded to uint8 (docs/evaluation.md, Table 5).
 HR and LR pair by file stem. A re-run skips the files that exist.
 
 The source folder ``--src`` holds one folder per set (``Set5``, ``Set14``, ``BSD100`` or ``B100``,
