@@ -1,7 +1,7 @@
-"""Benchmark the selective-scan backends (docs/performance.md): time and peak memory, one process per case.
+"""Benchmark the selective-scan backends (docs/scan_backends.md): time and peak memory, one process per case.
 
-    python scripts/benchmark_scan.py                         # CPU: ref vs torch (+ mambapy's pscan if importable)
-    python scripts/benchmark_scan.py --device cuda           # CUDA: torch vs the mamba_ssm kernel (if installed)
+    python scripts/benchmark_scan.py                         # CPU: ref, torch, numba (+ mambapy if importable)
+    python scripts/benchmark_scan.py --device cuda --batch 8 # CUDA: torch, triton, mamba_ssm (if installed)
     PYTHONPATH=/tmp/mambapy python scripts/benchmark_scan.py # include mambapy from a throwaway install
 
 Each case (implementation x length x fwd / fwd+bwd) runs in a fresh subprocess so its peak memory is its own:
@@ -9,6 +9,7 @@ CPU peak = ru_maxrss of the process, also shown above the RSS once the inputs ex
 max_memory_allocated. Times are the best of --repeats after one warm-up; forward is timed under no_grad,
 fwd+bwd is a forward with grad on every input plus backward of a weighted sum. Each time cell reads
 "wall (process CPU time)" in ms: on a shared, busy machine the CPU time is the steadier figure.
+The last table gives each backend's speed-up over 'torch' (ratio of the wall times, and of the CPU times).
 Inputs follow EVSSM's call: B/C as (b, 1, N, L), A = -[1..N], Mamba's dt-bias init, softplus on, D = 1.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMPLS = ('ref', 'torch', 'mambapy', 'mamba')
+sys.path.insert(0, ROOT)
+IMPLS = ('ref', 'torch', 'numba', 'triton', 'mambapy', 'mamba')
 
 
 def make_inputs(batch: int, channels: int, state: int, length: int, device: str):
@@ -72,6 +74,11 @@ def available(impl: str, device: str) -> tuple[bool, str]:
         except ImportError:
             return False, 'mambapy not importable (pip install --target DIR mambapy; PYTHONPATH=DIR)'
         return True, ''
+    if impl in ('numba', 'triton'):
+        from fke_basicsr.ops.selective_scan import _fused_available
+        if (impl == 'numba') != (device == 'cpu'):
+            return False, 'CPU only' if impl == 'numba' else 'CUDA only'
+        return _fused_available(impl)
     if impl == 'mamba':
         if device != 'cuda':
             return False, 'CUDA only'
@@ -141,7 +148,7 @@ def run_case(args: argparse.Namespace, impl: str, length: int, mode: str) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--lengths', default='1024,4096,16384,33024', help='comma-separated sequence lengths L')
-    parser.add_argument('--impls', default='ref,torch,mambapy,mamba', help=f'subset of {",".join(IMPLS)}')
+    parser.add_argument('--impls', default='ref,torch,numba,triton,mambapy,mamba', help=f'subset of {",".join(IMPLS)}')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--channels', type=int, default=96, help='d_inner D')
@@ -175,9 +182,10 @@ def main() -> None:
     impls = [i for i in impls if available(i, args.device)[0]]
     print('| impl | L | fwd ms | fwd+bwd ms | fwd peak MiB | fwd+bwd peak MiB |')
     print('|---|---|---|---|---|---|')
+    results = {}
     for length in [int(v) for v in args.lengths.split(',')]:
         for impl in impls:
-            cells = []
+            cells = results[impl, length] = []
             for mode, limit in (('fwd', args.max_ref_fwd_L), ('fwdbwd', args.max_ref_L)):
                 if impl == 'ref' and length > limit:
                     cells.append(None)
@@ -188,6 +196,23 @@ def main() -> None:
             fmt_mem = [('–' if c is None or isinstance(c, str) else f"{c['peak_mib']:.0f} (+{c['extra_mib']:.0f})")
                        for c in cells]
             print(f'| {impl} | {length} | {fmt_ms[0]} | {fmt_ms[1]} | {fmt_mem[0]} | {fmt_mem[1]} |', flush=True)
+    print_speedups(results, impls)
+
+
+def print_speedups(results: dict, impls: list[str]) -> None:
+    """Speed-up over the 'torch' backend per case: wall-time ratio (CPU-time ratio)."""
+    if 'torch' not in impls:
+        return
+    print('\n| impl | L | fwd speed-up over torch | fwd+bwd speed-up over torch |')
+    print('|---|---|---|---|')
+    for (impl, length), cells in results.items():
+        if impl == 'torch':
+            continue
+        out = []
+        for c, base in zip(cells, results['torch', length]):
+            ok = isinstance(c, dict) and isinstance(base, dict)
+            out.append(f"{base['ms'] / c['ms']:.1f}x ({base['cpu_ms'] / max(c['cpu_ms'], 1e-9):.1f}x)" if ok else '–')
+        print(f'| {impl} | {length} | {out[0]} | {out[1]} |')
 
 
 if __name__ == '__main__':

@@ -192,6 +192,7 @@ class _FusedScan(torch.autograd.Function):
         _forward(u.numpy(), dt.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), D.numpy(), d // Bt.shape[1], CHUNK,
                  y.numpy(), last.numpy(), ckpt.numpy(), grad)
         ctx.save_for_backward(u, dt, A, Bt, Ct, D, ckpt)
+        ctx.chunk = CHUNK
         return y, last
 
     @staticmethod
@@ -205,7 +206,7 @@ class _FusedScan(torch.autograd.Function):
         du, ddt = torch.empty_like(u), torch.empty_like(u)
         dA, dD = torch.empty(b, d, A.shape[1], dtype=torch.float64), torch.empty(b, d, dtype=torch.float64)
         dB, dC = Bt.new_zeros((parts,) + Bt.shape), Ct.new_zeros((parts,) + Ct.shape)
-        _backward(u.numpy(), dt.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), D.numpy(), group, CHUNK,
+        _backward(u.numpy(), dt.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), D.numpy(), group, ctx.chunk,
                   ckpt.numpy(), gy.numpy(), glast.numpy(), parts, du.numpy(), ddt.numpy(), dA.numpy(),
                   dD.numpy(), dB.numpy(), dC.numpy())
         return du, ddt, dA.sum(0).float(), dB.sum(0), dC.sum(0), dD.sum(0).float()
