@@ -30,7 +30,7 @@ import numpy as np
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 KERNEL_SIZE = 21
 # Motion lengths in pixels (each kernel draws one, and a uniform angle in [0, 180)): hand-held shake at a short
-# exposure. Up to 13 px the demo network learns the long kernels too slowly for a 15-minute CPU run (README).
+# exposure. Up to 13 px the demo network learns the long kernels too slowly for a 15-minute CPU run (docs/demo.md).
 LENGTHS = (3, 5, 7, 9)
 NOISE_SIGMA = (0.0, 0.01)  # per image, uniform, on the [0, 1] scale: "mild" noise
 VAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry')  # colour photos
