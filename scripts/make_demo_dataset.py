@@ -32,7 +32,7 @@ import numpy as np
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 KERNEL_SIZE = 21
 # Motion lengths in pixels (each kernel draws one, and a uniform angle in [0, 180)): hand-held shake at a short
-# exposure. Up to 13 px the demo network learns the long kernels too slowly for a 15-minute CPU run (README).
+# exposure. Up to 13 px the demo network learns the long kernels too slowly for a 15-minute CPU run (docs/demo.md).
 LENGTHS = (3, 5, 7, 9)
 # Camera shake (--blur shake): the trajectory's extent (the larger side of its bounding box) is uniform in this range.
 SHAKE_EXTENT, SHAKE_KERNEL_SIZE, SHAKE_STEPS = (5.0, 31.0), 33, 200

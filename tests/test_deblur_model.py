@@ -262,7 +262,7 @@ def test_parse_progressive_non_square_and_world_size():
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 PAPER_PARAMS = {'B': 30_117_560, 'S': 21_191_096}  # docs/architecture.md, Parameters and MACs
-DEMO_PARAMS = 264_172  # options/*/Demo/DeepRFTv2-Demo.yml, README "The main job" (264K)
+DEMO_PARAMS = 264_172  # options/*/Demo/DeepRFTv2-Demo.yml, docs/demo.md (264K)
 OPTION_FILES = sorted(
     os.path.relpath(p, ROOT) for sub in ('train', 'test') for d in ('GoPro', 'HIDE', 'RealBlur', 'REDS', 'DPDD', 'Demo')
     for p in glob.glob(os.path.join(ROOT, 'options', sub, d, '*.yml')))
@@ -294,6 +294,6 @@ def test_options_files_are_valid(path):
         net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
     n_params = sum(p.numel() for p in net.parameters())
     if '/Demo/' in path:
-        assert n_params == DEMO_PARAMS  # the one-column demo layout the README describes
+        assert n_params == DEMO_PARAMS  # the one-column demo layout docs/demo.md describes
     else:
         assert n_params == PAPER_PARAMS[net_opt['variant']]
