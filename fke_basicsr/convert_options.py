@@ -567,7 +567,8 @@ def convert(opt: Mapping, is_train: bool = True, world_size: int | None = None, 
     model = opt.get('model_type')
     ours_model = 'DeblurModel' if deblur else 'RestorationModel'
     out['name'] = opt.get('name') or ('test_' if not is_train else '') + osp.splitext(osp.basename(src))[0]
-    rep.add('name', 'kept' if 'name' in opt else 'added', '' if 'name' in opt else f'{out["name"]} (from the file name)')
+    rep.add('name', 'kept' if 'name' in opt else 'added',
+            '' if 'name' in opt else f'{out["name"]} (from the file name)')
     out['model_type'] = ours_model
     rep.add('model_type', 'mapped' if model else 'added', f'{model or "(none)"} -> {ours_model}')
     scale = int(opt.get('scale', 1))
