@@ -107,7 +107,7 @@ def _check_known(section: str, keys: Iterable[str], known: set) -> None:
 
 
 def resolve_dataroots(opt: dict, root_path: str | os.PathLike) -> None:
-    """Relative dataroots are taken from the working directory (BasicSR); fall back to the repo root."""
+    """Relative dataroots and weight paths are taken from the working directory (BasicSR); else the repo root."""
     for dataset in (opt.get('datasets') or {}).values():
         if not isinstance(dataset, dict):
             continue
@@ -117,6 +117,14 @@ def resolve_dataroots(opt: dict, root_path: str | os.PathLike) -> None:
                 expanded = os.path.expanduser(value)
                 if not os.path.exists(expanded) and os.path.exists(os.path.join(root_path, expanded)):
                     dataset[key] = os.path.join(str(root_path), expanded)
+    paths = opt.get('path')
+    if isinstance(paths, dict):  # the same for pretrained weights (e.g. experiments/<name>/models/...)
+        for key in ('pretrain_network_g', 'pretrain_network_d', 'resume_state'):
+            value = paths.get(key)
+            if isinstance(value, str) and not os.path.isabs(value):
+                expanded = os.path.expanduser(value)
+                if not os.path.exists(expanded) and os.path.exists(os.path.join(root_path, expanded)):
+                    paths[key] = os.path.join(str(root_path), expanded)
 
 
 def _type_name(v: Any) -> str:
@@ -129,6 +137,7 @@ def _check_typed(section: str, values: dict, schema: dict, source: str) -> None:
             continue
         v = values[key]
         ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        ok = ok or (types is _INT and isinstance(v, float) and v.is_integer())  # YAML `!!float 5e3` is an int here
         if not ok:
             hint = ' (remove the quotes)' if isinstance(v, str) else ''
             raise OptionsError(f'{source}: `{section}{key}` must be {what}, got {_type_name(v)}{hint}.')
@@ -245,7 +254,8 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
         present = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if num_gpu > present:
             raise OptionsError(f'{source}: `num_gpu: {num_gpu}` but {present} GPU(s) are present; set num_gpu: '
-                               f'{present}{" (CPU)" if present == 0 else ""} or auto.')
+                               f'{present}{" (CPU)" if present == 0 else ""} or auto (or run it where {num_gpu} '
+                               'GPUs are).')
     for section, schema in (('train', TYPED_TRAIN), ('logger', TYPED_LOGGER), ('val', TYPED_VAL)):
         if isinstance(opt.get(section), dict):
             _check_typed(f'{section}.', opt[section], schema, source)
