@@ -297,15 +297,16 @@ def safe_load(path: str | os.PathLike, what: str = 'checkpoint', map_location: A
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if 'Weights only load failed' in text or 'Unsupported global' in text or 'Unsupported operand' in text:
+        if re.search(r'unsupported GLOBAL|Unsupported global|GLOBAL [\w.]+ was not an allowed', text):
             m = re.search(r'(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)', text)
             refused = f' ({m.group(1)})' if m else ''
             raise UnsafeCheckpointError(
                 f'{what} {path} contains Python objects{refused} that loading would execute; it was refused and '
                 'nothing from it ran. Use a checkpoint that holds only tensors (BasicSR\'s {"params": ...} '
                 'files and our training states do), or re-save a trusted one as a state dict.') from None
-        raise CorruptCheckpointError(f'{what} {path} is not a readable torch checkpoint ({text.splitlines()[0]}); '
-                                     'it may be truncated by a killed write: use an intact copy.') from None
+        raise CorruptCheckpointError(f'{what} {path} is not a readable torch checkpoint (not a pickle torch can '
+                                     'read); it may be truncated by a killed write or another kind of file: use an '
+                                     'intact copy.') from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         first = first.split('. ')[0]

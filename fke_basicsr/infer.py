@@ -323,9 +323,9 @@ def _int_at_least(low: int, what: str) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f'{what}: expected an integer, got {text!r}') from None
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
         if value < low:
-            raise argparse.ArgumentTypeError(f'{what}: expected an integer >= {low}, got {value}')
+            raise argparse.ArgumentTypeError(f'expected an integer >= {low}, got {value}')
         return value
     return parse
 
@@ -334,20 +334,20 @@ def _device(text: str) -> str:
     import re
     m = re.fullmatch(r'(cpu|cuda)(?::(\d+))?', text)
     if m is None:
-        raise argparse.ArgumentTypeError(f"--device: expected cpu, cuda or cuda:N, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
     if m.group(1) == 'cuda':
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise argparse.ArgumentTypeError(f'--device: {text} requested but CUDA is not available; use --device cpu')
+            raise argparse.ArgumentTypeError(f'{text} requested but CUDA is not available; use --device cpu')
         if m.group(2) is not None and int(m.group(2)) >= n:
-            raise argparse.ArgumentTypeError(f'--device: {text} but only {n} GPU(s) are present (cuda:0..{n - 1})')
+            raise argparse.ArgumentTypeError(f'{text} but only {n} GPU(s) are present (cuda:0..{n - 1})')
     return text
 
 
 def _sha256(text: str) -> str:
     import re
     if not re.fullmatch(r'[0-9a-fA-F]{64}', text.strip()):
-        raise argparse.ArgumentTypeError(f'--sha256: expected 64 hexadecimal digits, got {text!r}')
+        raise argparse.ArgumentTypeError(f'expected 64 hexadecimal digits, got {text!r}')
     return text.strip()
 
 

@@ -190,13 +190,15 @@ def _precheck(argv: Sequence[str], is_train: bool, root: str) -> None:
     """Read and validate the options file before BasicSR parses it or creates anything (exit 2 on a mistake)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
-    parser.add_argument('--auto_resume', action='store_true')
+    parser.add_argument('--launcher', default='none')
     args, _ = parser.parse_known_args(argv)
     if args.opt is None:
         raise OptionsError('Missing -opt: pass the options file, e.g. `python basicsr/train.py -opt '
                            'options/train/Demo/DeepRFTv2-Demo.yml`.')
     opt = load_yaml(args.opt)
     resolve_dataroots(opt, root)
+    if args.launcher != 'none':  # what init_dist will find (torchrun / slurm set these before the start)
+        opt.setdefault('world_size', int(os.environ.get('WORLD_SIZE', os.environ.get('SLURM_NTASKS', 1))))
     validate_options(opt, is_train=is_train, source=args.opt)
     if is_train and isinstance(opt.get('name'), str):
         remove_stale_tmp([osp.join(root, 'experiments', opt['name'], sub) for sub in ('models', 'training_states')])
@@ -226,6 +228,7 @@ def run(pipeline: str, argv: Sequence[str] | None = None, root_path: str | None 
         btr.create_train_val_dataloader = _stream_dataloaders(_ORIGINAL.setdefault(
             'create_train_val_dataloader', btr.create_train_val_dataloader))
         btr.build_dataset = _stream_build_dataset(_ORIGINAL.setdefault('build_dataset', btr.build_dataset))
+        bt.build_dataset = _stream_build_dataset(_ORIGINAL.setdefault('test_build_dataset', bt.build_dataset))
         btr.EnlargedSampler = _stream_sampler
         base_model.BaseModel.model_to_device = model_to_device
         is_train = pipeline == 'train'

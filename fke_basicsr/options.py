@@ -107,7 +107,7 @@ def _check_known(section: str, keys: Iterable[str], known: set) -> None:
 
 
 def resolve_dataroots(opt: dict, root_path: str | os.PathLike) -> None:
-    """Relative dataroots are taken from the working directory (BasicSR); fall back to the repo root."""
+    """Relative dataroots and weight paths are taken from the working directory (BasicSR); else the repo root."""
     for dataset in (opt.get('datasets') or {}).values():
         if not isinstance(dataset, dict):
             continue
@@ -117,6 +117,14 @@ def resolve_dataroots(opt: dict, root_path: str | os.PathLike) -> None:
                 expanded = os.path.expanduser(value)
                 if not os.path.exists(expanded) and os.path.exists(os.path.join(root_path, expanded)):
                     dataset[key] = os.path.join(str(root_path), expanded)
+    paths = opt.get('path')
+    if isinstance(paths, dict):  # the same for pretrained weights (e.g. experiments/<name>/models/...)
+        for key in ('pretrain_network_g', 'pretrain_network_d', 'resume_state'):
+            value = paths.get(key)
+            if isinstance(value, str) and not os.path.isabs(value):
+                expanded = os.path.expanduser(value)
+                if not os.path.exists(expanded) and os.path.exists(os.path.join(root_path, expanded)):
+                    paths[key] = os.path.join(str(root_path), expanded)
 
 
 def _type_name(v: Any) -> str:
@@ -129,6 +137,7 @@ def _check_typed(section: str, values: dict, schema: dict, source: str) -> None:
             continue
         v = values[key]
         ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        ok = ok or (types is _INT and isinstance(v, float) and v.is_integer())  # YAML `!!float 5e3` is an int here
         if not ok:
             hint = ' (remove the quotes)' if isinstance(v, str) else ''
             raise OptionsError(f'{source}: `{section}{key}` must be {what}, got {_type_name(v)}{hint}.')
@@ -160,22 +169,49 @@ def _check_network(net_key: str, net_opt: dict, registry, source: str) -> None:
             fix = f"did you mean `{near[0]}`? " if near else ''
             raise OptionsError(f"{source}: `{net_key}.{key}` is not an option of {net_opt['type']}; {fix}Valid keys: "
                                f"{', '.join(valid)}.")
-        default = params[key].default
-        if default is inspect.Parameter.empty or default is None or value is None:
+        expected = _annotation_kinds(params[key])
+        if expected is None or value is None:
             continue
-        if isinstance(default, bool):
-            bad = not isinstance(value, bool)
-        elif isinstance(default, int):
-            bad = isinstance(value, bool) or not isinstance(value, int)
-        elif isinstance(default, float):
-            bad = isinstance(value, bool) or not isinstance(value, (int, float))
-        elif isinstance(default, (list, tuple)):
-            bad = not isinstance(value, (list, tuple))
-        else:
-            bad = False
-        if bad:
-            raise OptionsError(f'{source}: `{net_key}.{key}` must be {type(default).__name__} like its default '
-                               f'{default!r}, got {_type_name(value)}.')
+        if not any(_is_kind(value, kind) for kind in expected):
+            raise OptionsError(f'{source}: `{net_key}.{key}` must be {" or ".join(expected)}, got {_type_name(value)}.')
+
+
+_KINDS = {'int', 'float', 'bool', 'str', 'None', 'list'}
+
+
+def _annotation_kinds(param) -> list[str] | None:
+    """The kinds a constructor parameter accepts, from its annotation (or default); None when unknown."""
+    import inspect
+    ann = param.annotation
+    if isinstance(ann, str) and ann:
+        kinds = []
+        for part in (p.strip() for p in ann.split('|')):
+            part = 'list' if part.startswith(('Sequence[', 'list[', 'tuple[', 'List[', 'Tuple[')) else part
+            if part not in _KINDS:
+                return None
+            kinds.append(part)
+        return kinds
+    default = param.default
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    for kind, t in (('bool', bool), ('int', int), ('float', float), ('str', str), ('list', (list, tuple))):
+        if isinstance(default, t):
+            return [kind]
+    return None
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == 'bool':
+        return isinstance(value, bool)
+    if kind == 'int':
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == 'float':
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == 'str':
+        return isinstance(value, str)
+    if kind == 'list':
+        return isinstance(value, (list, tuple))
+    return value is None
 
 
 def _check_pretrained(opt: dict, source: str) -> None:
@@ -218,7 +254,8 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
         present = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if num_gpu > present:
             raise OptionsError(f'{source}: `num_gpu: {num_gpu}` but {present} GPU(s) are present; set num_gpu: '
-                               f'{present}{" (CPU)" if present == 0 else ""} or auto.')
+                               f'{present}{" (CPU)" if present == 0 else ""} or auto (or run it where {num_gpu} '
+                               'GPUs are).')
     for section, schema in (('train', TYPED_TRAIN), ('logger', TYPED_LOGGER), ('val', TYPED_VAL)):
         if isinstance(opt.get(section), dict):
             _check_typed(f'{section}.', opt[section], schema, source)
@@ -226,6 +263,12 @@ def validate_options(opt: dict, is_train: bool = True, source: str = 'options') 
                             [k for k in schema if k not in ('warmup_iter', 'ema_decay', 'use_tb_logger', 'save_img')],
                             source)
     _check_type('model_type', opt['model_type'], MODEL_REGISTRY, 'model')
+    for phase, dataset in (opt['datasets'] or {}).items() if isinstance(opt['datasets'], dict) else ():
+        if isinstance(dataset, dict):
+            _check_typed(f'datasets.{phase}.', dataset, TYPED_DATASET, source)
+            _check_positive(f'datasets.{phase}.', dataset, ('batch_size_per_gpu', 'dataset_enlarge_ratio'), source)
+    if isinstance(opt.get('train'), dict):
+        _check_typed('train.', opt['train'], TYPED_TRAIN, source)
     model_check = getattr(MODEL_REGISTRY.get(opt['model_type']), 'check_options', None)
     if callable(model_check):  # our models validate their train/val sections before any folder is made
         try:

@@ -213,18 +213,23 @@ def missing_files(out: str, meta: dict) -> list[str]:
     return missing
 
 
+def _refuse(message: str) -> None:
+    print(f'error: {message}', file=sys.stderr)
+    raise SystemExit(2)
+
+
 def check_out(out: str) -> None:
     """Refuse an --out that is a file, or a folder holding something other than a Demo dataset (never deleted)."""
     if osp.exists(out) and not osp.isdir(out):
-        raise SystemExit(f'error: --out {out} is a file; give a folder for the Demo dataset (it is created).')
+        _refuse(f'--out {out} is a file; give a folder for the Demo dataset (it is created).')
     if osp.isdir(out) and os.listdir(out) and not osp.isfile(osp.join(out, DONE_MARKER)):
-        raise SystemExit(f'error: --out {out} already holds files that are not a Demo dataset (no {DONE_MARKER}); '
-                         'it would be replaced: choose an empty or new folder.')
+        _refuse(f'--out {out} already holds files that are not a Demo dataset (no {DONE_MARKER}); it would be '
+                'replaced: choose an empty or new folder.')
     parent = osp.dirname(osp.abspath(out))
     while not osp.exists(parent):
         parent = osp.dirname(parent)
     if not os.access(parent, os.W_OK):
-        raise SystemExit(f'error: --out {out}: {parent} is not writable; choose a folder you can write to.')
+        _refuse(f'--out {out}: {parent} is not writable; choose a folder you can write to.')
 
 
 def make_demo_dataset(out: str = osp.join(ROOT, 'datasets', 'Demo'), seed: int = 0, force: bool = False,

@@ -490,16 +490,13 @@ def _main(argv: list[str] | None = None) -> int:
     unknown = set(ckpts) - set(DEFAULT_NETS)
     if unknown:
         raise ValueError(f'--ckpt: unknown key(s) {sorted(unknown)}; expected {sorted(DEFAULT_NETS)}')
+    if not args.data_root.is_dir():
+        raise ValueError(f'--data-root: {args.data_root} is not a folder; prepare the datasets (datasets/README.md) '
+                         'or point --data-root to where they live.')
     for k, p in ckpts.items():
         if not p.is_file():
             raise ValueError(f'--ckpt {k}: no checkpoint file at {p}')
         safe_load(p, what=f'--ckpt {k}:')  # weights-only, refused before any table work if it holds code
-    if not args.data_root.is_dir():
-        raise ValueError(f'--data-root: {args.data_root} is not a folder; prepare the datasets (datasets/README.md) '
-                         'or point --data-root to where they live.')
-    if not ckpts and not args.ablation and not args.plugin:
-        raise ValueError('nothing to do: every table needs weights; give --ckpt KEY=PATH (KEY in '
-                         f'{", ".join(sorted(DEFAULT_NETS))}) or --ablation T6:rowNN=<yml>,<ckpt>.')
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f'--out: {args.out} is a file; give a folder for the tables.')
     nets = {k: dict(v) for k, v in DEFAULT_NETS.items()}
@@ -523,6 +520,9 @@ def _main(argv: list[str] | None = None) -> int:
                          '(more can be added with --plugin)')
     if args.limit is not None and args.limit < 1:
         raise ValueError(f'--limit: expected a positive number of images, got {args.limit}')
+    if not ckpts and not args.ablation and not args.plugin:
+        raise ValueError('nothing to do: every table needs weights; give --ckpt KEY=PATH (KEY in '
+                         f'{", ".join(sorted(DEFAULT_NETS))}) or --ablation T6:rowNN=<yml>,<ckpt>.')
     ctx = Context(args.data_root, ckpts, nets, args.device, args.limit, args.lpips_alexnet, ablations,
                   not args.no_complexity, tuple(args.realblur_pad), args.complexity_size)
     with torch.no_grad():  # scoped: main() is also called in-process (tests, notebooks)

@@ -61,6 +61,25 @@ def run_all(cmds, timeout=300):
     return results
 
 
+def call(main, argv, capsys):
+    """Run a CLI's main(argv) in this process; returns (exit code, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'_rel_{name}', osp.join(ROOT, 'scripts', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def one_line(err):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and 'Traceback' not in err, err[-2000:]
@@ -82,7 +101,7 @@ def write_pairs(folder, n=2, size=24, seed=0):
         cv2.imwrite(osp.join(folder, 'blur', f'{i:03d}.png'), img)
 
 
-def train_opt(data, name, **over):
+def train_opt(data, name, over=None, **kw):
     opt = {
         'name': name, 'model_type': 'DeblurModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 1,
         'datasets': {'train': {
@@ -97,7 +116,7 @@ def train_opt(data, name, **over):
                   'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
     }
-    for key, value in over.items():
+    for key, value in {**(over or {}), **kw}.items():
         node, *path = key.split('.')
         target = opt
         for part in [node, *path][:-1]:
@@ -127,12 +146,12 @@ def test_options_mistakes():
         ('num_gpu', 64): 'GPU(s) are present',
         ('name', KeyError): 'missing required key `name`',
         ('num_gpu', KeyError): 'missing required key `num_gpu`',
-        ('network_g.width', 'wide'): 'must be int',
+        ('network_g.width', 'wide'): 'must be int or None',
         ('logger.print_freq', 0): 'print_freq` must be >= 1',
     }
     data = ROOT  # folders are checked after the keys; these mistakes are found first
     for (key, value), words in expected.items():
-        opt = train_opt(__import__('pathlib').Path(data), 'x', **{key: value})
+        opt = train_opt(__import__('pathlib').Path(data), 'x', over={key: value})
         opt['datasets']['train'].update(dataroot_gt=None, dataroot_lq=None)
         with pytest.raises(OptionsError) as info:
             validate_options(opt, True, 'x.yml')
@@ -141,8 +160,7 @@ def test_options_mistakes():
 
 def test_data_mistakes(tmp_path):
     import cv2
-    from fke_basicsr.data.checks import check_dataset_files
-    from fke_basicsr.options import OptionsError
+    from fke_basicsr.data.checks import DataError, check_dataset_files
     write_pairs(tmp_path / 'ok')
     base = {'type': 'PairedImageDataset', 'dataroot_gt': str(tmp_path / 'ok' / 'sharp'),
             'dataroot_lq': str(tmp_path / 'ok' / 'blur'), 'io_backend': {'type': 'disk'}, 'filename_tmpl': '{}'}
@@ -156,13 +174,19 @@ def test_data_mistakes(tmp_path):
              ({'dataroot_lq': str(tmp_path / 'odd' / 'blur')}, f"{tmp_path / 'odd' / 'blur' / '001.png'}"),
              ({'io_backend': {'type': 'lmdb'}}, 'not an lmdb database')]
     for change, words in cases:
-        with pytest.raises(OptionsError) as info:
+        with pytest.raises(DataError) as info:
             check_dataset_files('train', {**base, **change})
         assert words in str(info.value), str(info.value)
 
 
-def test_loading_paths_refuse_planted_code(tmp_path):
-    """weights, pretrain_network_g (train and test), resume_state, auto-resume, reproduce_tables --ckpt."""
+def test_loading_paths_refuse_planted_code(tmp_path, capsys):
+    """weights, pretrain_network_g (train and test), resume_state, auto-resume, reproduce_tables --ckpt.
+
+    One through a subprocess (train.py with a planted resume_state), the rest through the same entry points in
+    this process (the same code after the interpreter start).
+    """
+    from fke_basicsr import infer
+    from fke_basicsr.launch import run
     marker = tmp_path / 'PAYLOAD_RAN'
     data = tmp_path / 'data'
     write_pairs(data)
@@ -173,30 +197,28 @@ def test_loading_paths_refuse_planted_code(tmp_path):
     os.makedirs(auto_dir)
     shutil.copy(bad_state, osp.join(auto_dir, '4.state'))
     test_opt = train_opt(data, names[3], **{'path.pretrain_network_g': bad})
-    test_opt['datasets'] = {'test': {**test_opt['datasets']['train'], 'name': 'tinytest'}}
-    for k in ('gt_size', 'use_hflip', 'use_rot', 'use_shuffle', 'num_worker_per_gpu', 'batch_size_per_gpu',
-              'dataset_enlarge_ratio', 'prefetch_mode'):
-        test_opt['datasets']['test'].pop(k)
+    test_opt['datasets'] = {'test': {'name': 't', 'type': 'PairedImageDataset', 'dataroot_gt': str(data / 'sharp'),
+                                     'dataroot_lq': str(data / 'blur'), 'io_backend': {'type': 'disk'}}}
     test_opt.pop('train')
     img = tmp_path / 'in.png'
     __import__('cv2').imwrite(str(img), np.zeros((16, 16, 3), np.uint8))
+    infer_argv = ['-i', str(img), '-o', str(tmp_path / 'out'), '--arch', 'DeepRFTv2', '--variant', 'S', *TINY_SETS,
+                  '--weights', bad]
+    res_yml = write_yml(tmp_path, train_opt(data, names[1], **{'path.resume_state': bad_state}), 'res')
     try:
-        cmds = [
-            ['-m', 'fke_basicsr.infer', '-i', str(img), '-o', str(tmp_path / 'out'), '--arch', 'DeepRFTv2',
-             '--variant', 'S', *TINY_SETS, '--weights', bad],
-            [osp.join('scripts', 'reproduce_tables.py'), '--data-root', str(tmp_path), '--ckpt', f'gopro={bad}',
-             '--out', str(tmp_path / 'tables')],
-            [osp.join('basicsr', 'train.py'), '-opt',
-             write_yml(tmp_path, train_opt(data, names[0], **{'path.pretrain_network_g': bad}), 'pre')],
-            [osp.join('basicsr', 'train.py'), '-opt',
-             write_yml(tmp_path, train_opt(data, names[1], **{'path.resume_state': bad_state}), 'res')],
-            [osp.join('basicsr', 'train.py'), '-opt', write_yml(tmp_path, train_opt(data, names[2]), 'auto'),
-             '--auto_resume'],
-            [osp.join('basicsr', 'test.py'), '-opt', write_yml(tmp_path, test_opt, 'test')],
-        ]
-        for (rc, out, err), argv in zip(run_all(cmds), cmds):
+        procs = run_all([[osp.join('basicsr', 'train.py'), '-opt', res_yml]])
+        answers = [(rc, err) for rc, _, err in procs]
+        answers.append(call(_script('reproduce_tables').main, ['--data-root', str(tmp_path), '--ckpt', f'gopro={bad}',
+                                                                '--out', str(tmp_path / 'tables')], capsys))
+        pre_yml = write_yml(tmp_path, train_opt(data, names[0], **{'path.pretrain_network_g': bad}), 'pre')
+        answers.append(call(lambda a: run('train', a, ROOT), ['-opt', pre_yml], capsys))
+        auto_yml = write_yml(tmp_path, train_opt(data, names[2]), 'auto')
+        answers.append(call(lambda a: run('train', a, ROOT), ['-opt', auto_yml, '--auto_resume'], capsys))
+        answers.append(call(lambda a: run('test', a, ROOT), ['-opt', write_yml(tmp_path, test_opt, 'test')], capsys))
+        answers.append(call(infer.main, infer_argv, capsys))
+        for i, (rc, err) in enumerate(answers):
             line = one_line(err)
-            assert rc == 2 and 'refused and nothing from it ran' in line and 'posix.system' in line, (argv, line)
+            assert rc == 2 and 'refused and nothing from it ran' in line and 'posix.system' in line, (i, line)
         assert not marker.exists()
         for n in (names[0], names[1], names[3]):
             assert not osp.exists(osp.join(ROOT, 'experiments', n)) and not osp.exists(osp.join(ROOT, 'results', n))
@@ -208,8 +230,9 @@ def test_loading_paths_refuse_planted_code(tmp_path):
             shutil.rmtree(osp.join(ROOT, 'results', n), ignore_errors=True)
 
 
-def test_cli_mistakes_and_nothing_lost(tmp_path):
+def test_cli_mistakes_and_nothing_lost(tmp_path, capsys):
     import cv2
+    from fke_basicsr import infer, profile
     photos = tmp_path / 'photos'
     photos.mkdir()
     a = photos / 'a.png'
@@ -222,29 +245,44 @@ def test_cli_mistakes_and_nothing_lost(tmp_path):
     demo_out.mkdir()
     (demo_out / 'mine.txt').write_text('mine')
     net = ['--arch', 'DeepRFTv2', '--variant', 'S', *TINY_SETS]
-    infer = ['-m', 'fke_basicsr.infer', '-i', str(a)]
-    cmds = {
-        'overwrite': ([*infer, '-o', str(photos), *net], 'would overwrite the input'),
-        'overwrite_dot': (['-m', 'fke_basicsr.infer', '-i', osp.relpath(a, ROOT), '-o',
-                           './' + osp.relpath(photos, ROOT), *net], 'would overwrite the input'),
-        'overwrite_link': ([*infer, '-o', str(tmp_path / 'link'), *net], 'would overwrite the input'),
-        'threads': ([*infer, '-o', str(tmp_path / 'o1'), *net, '--threads', '-1'], '--threads: expected an integer >= 1'),
-        'tile_batch': ([*infer, '-o', str(tmp_path / 'o2'), *net, '--tile-batch', '0'], '--tile-batch'),
-        'scale': ([*infer, '-o', str(tmp_path / 'o3'), *net, '--scale', '0'], '--scale: expected an integer >= 1'),
-        'out_file': ([*infer, '-o', str(afile), *net], 'is a file'),
-        'profile_json': (['-m', 'fke_basicsr.profile', '--arch', 'DeepRFTv2', '--variant', 'S', '--size', '16', '16',
-                          '--json', str(tmp_path)], '--json'),
-        'demo_file': ([osp.join('scripts', 'make_demo_dataset.py'), '--out', str(afile)], 'is a file'),
-        'demo_foreign': ([osp.join('scripts', 'make_demo_dataset.py'), '--out', str(demo_out)], 'not a Demo dataset'),
-        'tables_nothing': ([osp.join('scripts', 'reproduce_tables.py'), '--data-root', str(tmp_path),
-                            '--out', str(tmp_path / 't')], 'nothing to do'),
-        'tables_root': ([osp.join('scripts', 'reproduce_tables.py'), '--data-root', str(tmp_path / 'nowhere'),
-                         '--ckpt', f'gopro={afile}'], 'is not a folder'),
-    }
-    results = run_all([argv for argv, _ in cmds.values()])
-    for (key, (argv, words)), (rc, out, err) in zip(cmds.items(), results):
-        line = one_line(err)
-        assert rc == 2 and words in line, (key, line)
+    inp = ['-i', str(a)]
+    tables, demo = _script('reproduce_tables').main, _script('make_demo_dataset').main
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # for the relative spellings
+    try:
+        cases = {
+            'overwrite': (infer.main, [*inp, '-o', str(photos), *net], 'would overwrite the input'),
+            'overwrite_dot': (infer.main, ['-i', 'photos/a.png', '-o', './photos/', *net], 'would overwrite the input'),
+            'overwrite_link': (infer.main, ['-i', str(a), '-o', 'link', *net], 'would overwrite the input'),
+            'overwrite_dir': (infer.main, ['-i', 'link', '-o', str(photos), *net], 'must differ from the input folder'),
+            'threads': (infer.main, [*inp, '-o', 'o1', *net, '--threads', '-1'], '--threads: expected an integer >= 1'),
+            'tile_batch': (infer.main, [*inp, '-o', 'o2', *net, '--tile-batch', '0'], '--tile-batch: expected'),
+            'scale': (infer.main, [*inp, '-o', 'o3', *net, '--scale', '0'], '--scale: expected an integer >= 1'),
+            'tile': (infer.main, [*inp, '-o', 'o4', *net, '--tile', '-8'], '--tile: expected an integer >= 0'),
+            'device': (infer.main, [*inp, '-o', 'o5', *net, '--device', 'gpu'], '--device: expected cpu, cuda'),
+            'sha': (infer.main, [*inp, '-o', 'o6', *net, '--sha256', 'abc'], '--sha256: expected 64'),
+            'out_file': (infer.main, [*inp, '-o', str(afile), *net], 'is a file'),
+            'no_input': (infer.main, ['-i', 'nowhere.png', '-o', 'o7', *net], 'does not exist'),
+            'profile_json': (profile.main, ['--arch', 'DeepRFTv2', '--variant', 'S', '--size', '16', '16', '--json',
+                                            str(tmp_path)], '--json'),
+            'profile_threads': (profile.main, ['--arch', 'DeepRFTv2', '--size', '16', '16', '--threads', '0'],
+                                '--threads'),
+            'demo_file': (demo, ['--out', str(afile)], 'is a file'),
+            'demo_foreign': (demo, ['--out', str(demo_out)], 'not a Demo dataset'),
+            'tables_nothing': (tables, ['--data-root', str(tmp_path), '--out', str(tmp_path / 't')], 'nothing to do'),
+            'tables_root': (tables, ['--data-root', str(tmp_path / 'nowhere'), '--ckpt', f'gopro={afile}'],
+                            'is not a folder'),
+            'tables_limit': (tables, ['--data-root', str(tmp_path), '--limit', '0'], '--limit'),
+        }
+        for key, (main, argv, words) in cases.items():
+            code, err = call(main, argv, capsys)
+            line = one_line(err)
+            assert code == 2 and words in line, (key, line)
+    finally:
+        os.chdir(cwd)
+    # and once through a real process: the overwrite refusal, exit code 2
+    (rc, _, err), = run_all([['-m', 'fke_basicsr.infer', '-i', str(a), '-o', str(tmp_path / 'link'), *net]])
+    assert rc == 2 and 'would overwrite the input' in one_line(err)
     assert sha(a) == a_sum and os.stat(a).st_mode == a_mode and sorted(os.listdir(photos)) == ['a.png']
     assert afile.read_text() == 'keep me' and sorted(os.listdir(demo_out)) == ['mine.txt']
     assert sorted(os.listdir(tmp_path)) == sorted(['photos', 'link', 'afile.txt', 'foreign'])  # nothing created
@@ -343,7 +381,7 @@ def test_launcher_without_basicsr_installed():
     assert proc.returncode == 2 and 'pip install basicsr==1.4.2' in one_line(proc.stderr)
 
 
-def test_bad_data_and_weights_through_the_launchers(tmp_path):
+def test_bad_data_and_weights_through_the_launchers(tmp_path, capsys):
     """A corrupt training image is named; a network/weights mismatch in test.py is the short report."""
     data = tmp_path / 'data'
     write_pairs(data, n=2)
@@ -360,13 +398,15 @@ def test_bad_data_and_weights_through_the_launchers(tmp_path):
     test_opt.pop('train')
     missing = dict(test_opt, name=names[2], path={'pretrain_network_g': str(tmp_path / 'nope.pth')})
     try:
+        from fke_basicsr.launch import run
+        rc3, e3 = call(lambda a: run('test', a, ROOT), ['-opt', write_yml(tmp_path, missing, 'n')], capsys)
         cmds = [[osp.join('basicsr', 'train.py'), '-opt', write_yml(tmp_path, train_opt(data, names[0]), 'c')],
-                [osp.join('basicsr', 'test.py'), '-opt', write_yml(tmp_path, test_opt, 'm')],
-                [osp.join('basicsr', 'test.py'), '-opt', write_yml(tmp_path, missing, 'n')]]
-        (rc1, _, e1), (rc2, _, e2), (rc3, _, e3) = run_all(cmds)
-        assert rc1 == 2 and str(data / 'sharp' / '001.png') in one_line(e1) and 'corrupt' in e1
-        lines = [ln for ln in e2.splitlines() if ln.strip()]
-        assert rc2 == 2 and 'Traceback' not in e2 and 'shape-mismatched keys' in e2 and len(lines) < 25, e2[-3000:]
+                [osp.join('basicsr', 'test.py'), '-opt', write_yml(tmp_path, test_opt, 'm')]]
+        (rc1, _, e1), (rc2, _, e2) = run_all(cmds)
+        last = [ln for ln in e1.splitlines() if ln.strip()][-1]  # after BasicSR's start-up log lines
+        assert rc1 == 2 and 'Traceback' not in e1 and str(data / 'sharp' / '001.png') in last and 'corrupt' in last
+        report = [ln for ln in e2[e2.index('error:'):].splitlines() if ln.strip()]
+        assert rc2 == 2 and 'Traceback' not in e2 and 'shape-mismatched keys' in report[0] and len(report) < 25, e2
         assert rc3 == 2 and 'nope.pth does not exist' in one_line(e3)
         assert not osp.exists(osp.join(ROOT, 'results', names[2]))
     finally:
