@@ -385,9 +385,10 @@ def merge_results(results: dict, others: list[str]) -> dict:
         if any(other['config'].get(k) != results['config'].get(k) for k in keys):
             raise InputError(f'--merge: {path} was run with other options ({", ".join(keys)} must match).')
         for seed in other['seeds']:
-            if str(seed) in results['runs']:
+            if all(a in results['runs'].get(str(seed), {}) for a in ARMS):
                 raise InputError(f'--merge: seed {seed} of {path} is already in the report.')
-            results['seeds'].append(seed)
+            if seed not in results['seeds']:  # an unfinished seed of the first run is replaced
+                results['seeds'].append(seed)
             results['runs'][str(seed)] = other['runs'][str(seed)]
     return results
 

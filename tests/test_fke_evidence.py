@@ -71,6 +71,12 @@ def test_fke_evidence_tiny_budget_writes_table_figure_and_results(shake_data, tm
     (tmp_path / 'dup.json').write_text(json.dumps(other))
     assert ev.main(['--report-only', '--out', str(out), '--merge', str(tmp_path / 'dup.json')]) == 2
     assert 'already in the report' in capsys.readouterr().err
+    # an unfinished seed of the first run (stopped mid-seed) is replaced by the merged one
+    main = json.loads((out / 'results.json').read_text())
+    del main['runs']['2']['off_time']
+    (out / 'results.json').write_text(json.dumps(main))
+    assert ev.main(['--report-only', '--out', str(out), '--merge', str(tmp_path / 'dup.json')]) == 0
+    assert json.loads((out / 'summary.json').read_text())['seeds'] == [1, 2]
 
 
 def test_fke_evidence_bad_input_exits_2_without_traceback(tmp_path, capsys):
