@@ -373,6 +373,26 @@ def report(results: dict, out: str, data: str) -> str:
 # ------------------------------------------------------------------------------------------------ main
 
 
+def merge_results(results: dict, others: list[str]) -> dict:
+    """``results`` with the seeds of other results.json files added (same options, iterations and clock)."""
+    for path in others:
+        try:
+            with open(path) as f:
+                other = json.load(f)
+        except (OSError, ValueError) as err:
+            raise InputError(f'--merge: cannot read {path} ({err}); pass results.json files of fke_evidence runs.')
+        keys = ('opt', 'iters', 'evals', 'threads', 'clock', 'val_limit')
+        if any(other['config'].get(k) != results['config'].get(k) for k in keys):
+            raise InputError(f'--merge: {path} was run with other options ({", ".join(keys)} must match).')
+        for seed in other['seeds']:
+            if all(a in results['runs'].get(str(seed), {}) for a in ARMS):
+                raise InputError(f'--merge: seed {seed} of {path} is already in the report.')
+            if seed not in results['seeds']:  # an unfinished seed of the first run is replaced
+                results['seeds'].append(seed)
+            results['runs'][str(seed)] = other['runs'][str(seed)]
+    return results
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--opt', default=DEFAULT_OPT, help='training options (default: the demo recipe)')
@@ -386,6 +406,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--val-limit', type=int, default=None, help='use only the first N validation images')
     p.add_argument('--out', default=osp.join('results', 'fke_evidence'), help='output folder')
     p.add_argument('--report-only', action='store_true', help='rebuild the table and figure from results.json')
+    p.add_argument('--merge', nargs='+', default=[], metavar='RESULTS_JSON',
+                   help='with --report-only: add the seeds of other runs of the same configuration (e.g. seeds run '
+                        'in parallel with different --out) to the report')
     args = p.parse_args(argv)
     for name in ('iters', 'evals', 'threads'):
         if getattr(args, name) < 1:
@@ -409,6 +432,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f'--report-only: {results_path} does not exist; run without --report-only first.')
         with open(results_path) as f:
             results = json.load(f)
+        results = merge_results(results, args.merge)
+        if args.merge:
+            atomic_write(osp.join(out, 'results_merged.json'), json.dumps(results, indent=1))
         data = args.data or results['config']['data']
         if not osp.isdir(osp.join(data, 'val', 'kernels')):
             raise InputError(f'--data: {data}/val/kernels does not exist; pass the dataset the runs were trained on.')

@@ -48,7 +48,7 @@ def test_fke_evidence_tiny_budget_writes_table_figure_and_results(shake_data, tm
         assert set(k['fke']) == {'fke_max.0', 'fke_mid.0'}
         assert all(-1 <= k['all_fkes'][m] <= 1 for m in ('otf_mag', 'otf_phase', 'cka_r0', 'cka_rL'))
     md = (out / 'fke_evidence.md').read_text()
-    for needle in ('FKE off, equal wall time', 'untrained (baseline)', 'ceiling', 'otf_mag', 'cka_rL'):
+    for needle in ('FKE off, equal CPU time', 'untrained (baseline)', 'ceiling', 'otf_mag', 'cka_rL'):
         assert needle in md
     assert (out / 'fke_evidence.png').stat().st_size > 10_000
     summary = json.loads((out / 'summary.json').read_text())
@@ -59,6 +59,24 @@ def test_fke_evidence_tiny_budget_writes_table_figure_and_results(shake_data, tm
     assert ev.main(['--report-only', '--out', str(out)]) == 0   # the dataset named in results.json
     assert (out / 'fke_evidence.md').read_text() == md
     assert not list(out.glob('*.tmp*'))
+    # seeds run elsewhere (same options) are merged into one report; a seed twice is refused
+    other = json.loads((out / 'results.json').read_text())
+    other['seeds'] = [7]
+    other['runs'] = {'7': other['runs']['1']}
+    (tmp_path / 'other.json').write_text(json.dumps(other))
+    assert ev.main(['--report-only', '--out', str(out), '--merge', str(tmp_path / 'other.json')]) == 0
+    assert json.loads((out / 'summary.json').read_text())['seeds'] == [1, 2, 7]
+    assert '3 seeds (1, 2, 7)' in (out / 'fke_evidence.md').read_text()
+    other['seeds'], other['runs'] = [2], {'2': other['runs']['7']}
+    (tmp_path / 'dup.json').write_text(json.dumps(other))
+    assert ev.main(['--report-only', '--out', str(out), '--merge', str(tmp_path / 'dup.json')]) == 2
+    assert 'already in the report' in capsys.readouterr().err
+    # an unfinished seed of the first run (stopped mid-seed) is replaced by the merged one
+    main = json.loads((out / 'results.json').read_text())
+    del main['runs']['2']['off_time']
+    (out / 'results.json').write_text(json.dumps(main))
+    assert ev.main(['--report-only', '--out', str(out), '--merge', str(tmp_path / 'dup.json')]) == 0
+    assert json.loads((out / 'summary.json').read_text())['seeds'] == [1, 2]
 
 
 def test_fke_evidence_bad_input_exits_2_without_traceback(tmp_path, capsys):
