@@ -558,17 +558,6 @@ def set_reversible(model: nn.Module, on: bool) -> int:
     return n
 
 
-def _outputs(out: Any) -> list[Tensor]:
-    """Every tensor of a model output (tensor, DeblurOutputs / tuples / lists, dicts)."""
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _outputs(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _outputs(v)]
-    return []
-
-
 def _rss_bytes() -> int:
     """Current resident set size of this process (Linux /proc; falls back to the peak)."""
     try:
@@ -580,7 +569,9 @@ def _rss_bytes() -> int:
 
 def _training_step(model: nn.Module, x: Tensor) -> None:
     model.train()
-    outs = _outputs(model(x))
+    from fke_basicsr.archs.outputs import levels
+
+    outs = [t for group in levels(model(x)) for t in group]
     loss = sum(o.float().abs().mean() for o in outs)
     loss.backward()
 

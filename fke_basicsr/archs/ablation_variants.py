@@ -14,20 +14,21 @@ The options DeepRFTv2 itself should gain to make this class unnecessary are list
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from fke_basicsr.archs.blocks import LayerNorm2d
-from fke_basicsr.archs.deeprftv2_arch import _DEFAULTS, VARIANTS, DeblurOutputs, Decoder, DeepRFTv2, Encoder
+from fke_basicsr.archs.deeprftv2_arch import _DEFAULTS, VARIANTS, Decoder, DeepRFTv2, Encoder
+from fke_basicsr.archs.outputs import DeblurOutputs
 from fke_basicsr.archs.fke import FKEOutput, FourierKernelEstimator
 from fke_basicsr.ops.fft import irfft2, rfft2
 from fke_basicsr.ops.pyramid import gaussian_pyramid
 from fke_basicsr.registry import register
 
-__all__ = ['FKE_DOMAINS', 'FKE_COMBINES', 'FKE_INPUTS', 'AblationFKE', 'build_fke', 'MultiScaleOutputs',
+__all__ = ['FKE_DOMAINS', 'FKE_COMBINES', 'FKE_INPUTS', 'AblationFKE',
            'MultiScaleInputEncoder', 'MultiScaleOutputDecoder', 'DeepRFTv2Ablation']
 
 FKE_DOMAINS = ('fourier', 'spatial')
@@ -150,28 +151,7 @@ def _strip_activations(module: nn.Module) -> int:
     return count
 
 
-def build_fke(mode: str = 'fourier', **kwargs: Any) -> FourierKernelEstimator:
-    """FKE factory by name: 'fourier' (stock), 'spatial', 'fourier_noact', 'fourier_add' (Table 7 rows 8, 2, 3,
-    7); extra AblationFKE options (kernel_input, cross_skip, ...) may be given as keyword arguments."""
-    presets = {'fourier': {}, 'spatial': dict(domain='spatial'), 'fourier_noact': dict(act=False),
-               'fourier_add': dict(combine='add')}
-    if mode not in presets:
-        raise ValueError(f'mode: expected one of {sorted(presets)}, got {mode!r}')
-    options = {**presets[mode], **{k: kwargs.pop(k) for k in list(kwargs)
-                                   if k in ('domain', 'act', 'combine', 'kernel_input', 'cross_skip')}}
-    if not options:
-        return FourierKernelEstimator(**kwargs)
-    return AblationFKE(**kwargs, **options)
-
-
 # ------------------------------------------------------------------------------------------------ MIMO-UNet
-class MultiScaleOutputs(NamedTuple):
-    """DeblurOutputs plus the quarter-resolution images of a MIMO-UNet (one per column)."""
-    full: list[Tensor]
-    half: list[Tensor]
-    quarter: list[Tensor]
-
-
 def _conv3x3(c_in: int, c_out: int, bias: bool) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
 
@@ -223,7 +203,7 @@ class DeepRFTv2Ablation(DeepRFTv2):
 
     Extra args:
         mimo: MIMO-UNet (Fig. 3 c): needs ``mid_scale=False``; multi-scale inputs at every encoder level and one
-            extra image per coarser resolution (``half`` and ``quarter`` of :class:`MultiScaleOutputs`).
+            extra image per coarser resolution (``half`` and ``quarter`` of :class:`DeblurOutputs`).
         fke_domain, fke_act, fke_combine, fke_input, fke_cross_skip: :class:`AblationFKE`'s domain, act,
             combine, kernel_input, cross_skip for every FKE (defaults = the stock FKE).
     Every other argument is DeepRFTv2's.
@@ -303,7 +283,7 @@ class DeepRFTv2Ablation(DeepRFTv2):
         return args, {**kwargs, 'source': source}
 
     # ------------------------------------------------------------------------------------------------ forward
-    def forward_pyramid(self, images: Sequence[Tensor]) -> DeblurOutputs | MultiScaleOutputs:
+    def forward_pyramid(self, images: Sequence[Tensor]) -> DeblurOutputs:
         if not self.mimo:
             return super().forward_pyramid(images)
         # the MIMO encoders/decoders read the whole pyramid; built from level 0 (identical to the parent's
@@ -323,7 +303,7 @@ class DeepRFTv2Ablation(DeepRFTv2):
                 if len(dec.outputs) > 1:
                     quarter.extend(dec.outputs[1:])
                 dec.outputs = []
-            return MultiScaleOutputs(full, half, quarter)
+            return DeblurOutputs(full, half, quarter)
         finally:
             for m in (*self.encoders_max, *self.decoders_max):
                 m.images = None
