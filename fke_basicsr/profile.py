@@ -112,11 +112,9 @@ def build_model(net_opt: dict[str, Any]) -> nn.Module:
 
     name = net_opt.get('type')
     if name not in ARCH_REGISTRY:
-        import difflib
+        from fke_basicsr.registry import did_you_mean
 
-        near = difflib.get_close_matches(str(name), list(ARCH_REGISTRY.keys()), n=3)
-        raise ValueError(f"arch: '{name}' is not a registered arch" + (f"; did you mean {', '.join(near)}?" if near
-                                                                        else ''))
+        raise ValueError(f"arch: '{name}' is not a registered arch.{did_you_mean(name, ARCH_REGISTRY.keys(), n=3)}")
     return build_network(copy.deepcopy(net_opt))
 
 

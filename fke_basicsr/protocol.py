@@ -25,10 +25,9 @@ output stay where the input is.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +35,9 @@ from torch import Tensor, nn
 
 from fke_basicsr.archs.outputs import prediction
 from fke_basicsr.ops.geometry import PAD_MODES, TileGrid, crop_to, pad_to_multiple, tiled_apply, to_pair
+from fke_basicsr.registry import did_you_mean
 
-__all__ = ['TestTimeProtocol', 'TILE_KEYS', 'check_network_options', 'did_you_mean']
+__all__ = ['TestTimeProtocol', 'TILE_KEYS', 'check_network_options']
 
 TILE_KEYS = ('size', 'overlap', 'batch')
 
@@ -61,12 +61,6 @@ _LEGACY_NETWORK_KEYS = {
     },
 }
 _LEGACY_NETWORK_KEYS['DeepRFTv2Ablation'] = _LEGACY_NETWORK_KEYS['DeepRFTv2']
-
-
-def did_you_mean(name: str, choices: Iterable[str], n: int = 5, cutoff: float = 0.5) -> str:
-    """`` Did you mean: a, b?`` for the close matches of ``name`` among ``choices`` ('' when none)."""
-    near = difflib.get_close_matches(str(name), sorted(choices), n=n, cutoff=cutoff)
-    return f" Did you mean: {', '.join(near)}?" if near else ''
 
 
 def check_network_options(net_opt: Mapping | None, section: str = 'network_g') -> None:

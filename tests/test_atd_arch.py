@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import fke_basicsr  # noqa: F401  (shims + registration before basicsr)
-from fke_basicsr.archs.atd_arch import (ATD, CategoryAttention, WindowAttention, _Geometry, count_parameters,
-                                        load_atd_pretrained, relative_position_index, shifted_window_mask)
+from fke_basicsr.archs.atd_arch import (ATD, CategoryAttention, WindowAttention, _Geometry, relative_position_index,
+                                        shifted_window_mask)
+from fke_basicsr.checkpoints import CheckpointMismatchError, load_checkpoint, to_official
+from fke_basicsr.profile import count_parameters
 from fke_basicsr.ops.geometry import WindowGrid
 from fke_basicsr.protocol import TestTimeProtocol
 
@@ -64,8 +66,10 @@ def test_official_atd_light_checkpoint_loads_strictly():
     model.load_state_dict(sd, strict=True)
     for key in ('layers.3.residual_group.layers.4.attn_atd.scale', 'upsample.0.weight', 'patch_embed.norm.bias'):
         assert torch.equal(model.state_dict()[key], sd[key])
-    report = load_atd_pretrained(ATD(upscale=2), {'params_ema': sd})
-    assert len(report.loaded) == 683 and report.left_at_init == []
+    fresh = ATD(upscale=2)
+    result = load_checkpoint(fresh, {'params_ema': sd})
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in sd.items())
 
 
 def test_official_atd_fke_checkpoint_loads_strictly():
@@ -76,42 +80,51 @@ def test_official_atd_fke_checkpoint_loads_strictly():
     ours = model.state_dict()
     assert torch.equal(ours['ker_ests.2.proj_kernel.weight'], sd['ker_ests.2.feature_extract.intro_inp.0.weight'])
     assert torch.equal(ours['ker_ests.1.fuse.weight'], sd['ker_ests.1.deblur_feature1.0.weight'])
-    report = load_atd_pretrained(ATD(upscale=2, fke=True), {'params': {f'module.{k}': v for k, v in sd.items()}},
-                                 param_key='params')
-    assert len(report.loaded) == 989 and report.left_at_init == []
+    fresh = ATD(upscale=2, fke=True)
+    result = load_checkpoint(fresh, {'params': {f'module.{k}': v for k, v in sd.items()}}, param_key='params')
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ours.items())
+    # the registered layout is a bijection: ours -> official gives back the file's keys
+    assert set(to_official(ours, 'ATD')) == set(sd)
 
 
 def test_atd_light_weights_into_fke_model_report_fke_keys():
     sd = _official_state_dict('atd_light_x2_official_keys.txt')
     model = ATD(upscale=2, fke=True)
     before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith('ker_ests.')}
-    report = load_atd_pretrained(model, sd)
-    assert len(report.fke_left_at_init) == 306 and set(report.fke_left_at_init) == set(before)
-    assert len(report.loaded) == 683 and report.upsampler_left_at_init == []
+    result = load_checkpoint(model, sd)  # strict: only the FKE chain may be absent
+    assert len(result.missing_keys) == 306 and set(result.missing_keys) == set(before)
+    assert result.unexpected_keys == []
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # FKE untouched
     assert torch.equal(model.state_dict()['layers.1.conv.weight'], sd['layers.1.conv.weight'])
-    assert 'FKE keys left at init: 306' in str(report)
+    partial = {k: v for k, v in ATD(upscale=2, fke=True).state_dict().items() if not k.startswith('ker_ests.3.')}
+    with pytest.raises(CheckpointMismatchError, match='missing'):  # some FKE keys but not all: strict again
+        load_checkpoint(ATD(upscale=2, fke=True), partial)
 
 
 def test_x2_to_x3_finetune_loads_all_but_upsampler():
     x2 = ATD(upscale=2, fke=True)
     x3 = ATD(upscale=3, fke=True)
-    report = load_atd_pretrained(x3, {'params': x2.state_dict()})
-    assert [k for k, _, _ in report.upsampler_left_at_init] == ['upsample.0.weight', 'upsample.0.bias']
-    assert report.upsampler_left_at_init[0][1:] == ((12, 48, 3, 3), (27, 48, 3, 3))
-    assert report.fke_left_at_init == [] and len(report.loaded) == 989 - 2
-    sd2, sd3 = x2.state_dict(), x3.state_dict()
-    assert all(torch.equal(sd2[k], sd3[k]) for k in report.loaded)
+    with pytest.raises(CheckpointMismatchError, match=r'upsample.0.weight: checkpoint \(12, 48, 3, 3\) vs model '
+                                                      r'\(27, 48, 3, 3\)'):
+        load_checkpoint(x3, {'params': x2.state_dict()}, strict=False)  # shapes never load silently
+    # the finetune recipe: everything but the rescaled upsampler, which stays at init
+    body = {k: v for k, v in x2.state_dict().items() if not k.startswith('upsample.')}
+    result = load_checkpoint(x3, {'params': body}, strict=False)
+    assert result.missing_keys == ['upsample.0.weight', 'upsample.0.bias'] and len(body) == 989 - 2
+    sd3 = x3.state_dict()
+    assert all(torch.equal(v, sd3[k]) for k, v in body.items())
 
 
 def test_loading_errors_are_readable():
     fke_sd = ATD(**TINY, fke=True).state_dict()
-    with pytest.raises(ValueError, match='fke: false'):
-        load_atd_pretrained(ATD(**TINY), fke_sd)
-    with pytest.raises(ValueError, match='missing'):
-        load_atd_pretrained(ATD(**TINY, fke=True), ATD(**TINY).state_dict(), allow_missing_fke=False)
-    with pytest.raises(ValueError, match='shape'):
-        load_atd_pretrained(ATD(**TINY, upscale=3), ATD(**TINY).state_dict(), allow_upsampler_change=False)
+    with pytest.raises(CheckpointMismatchError, match=r'(?s)unknown keys.*ker_ests.*fke\)'):
+        load_checkpoint(ATD(**TINY), fke_sd)
+    no_conv = {k: v for k, v in ATD(**TINY).state_dict().items() if not k.startswith('conv_first.')}
+    with pytest.raises(CheckpointMismatchError, match='missing keys.*conv_first'):
+        load_checkpoint(ATD(**TINY, fke=True), no_conv)
+    with pytest.raises(CheckpointMismatchError, match='shape'):
+        load_checkpoint(ATD(**TINY, upscale=3), ATD(**TINY).state_dict())
     with pytest.raises(ValueError, match='upsampler'):
         ATD(upsampler='pixelshuffle')
 

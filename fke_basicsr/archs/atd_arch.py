@@ -15,8 +15,8 @@ windows), and an image below one window is mirror-padded up to it. How an image 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ import torch.utils.checkpoint as torch_checkpoint
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES, FourierKernelEstimator
+from fke_basicsr.archs.fke import FourierKernelEstimator
 from fke_basicsr.registry import register
 from fke_basicsr.ops.geometry import WindowGrid, pad_symmetric_to, window_option
 
@@ -392,113 +392,15 @@ class ATD(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoint loading
+# Checkpoint loading: the layout lives in fke_basicsr.checkpoints (registered as 'ATD'); this pre-hook lets plain
+# load_state_dict (BasicSR's load_network) take official ATD+FKE keys too.
 # ----------------------------------------------------------------------------------------------------------------
-# (ours, official) FKE key-prefix pairs, longest official prefix first so 'alpha1' never shadows 'alpha10'.
-_FKE_RENAMES = sorted(FKE_OFFICIAL_RENAMES.items() if isinstance(FKE_OFFICIAL_RENAMES, Mapping)
-                      else FKE_OFFICIAL_RENAMES, key=lambda pair: -len(pair[1]))
-
-
-def official_fke_key_to_ours(key: str) -> str:
-    """``ker_ests.{i}.<official FKE key>`` → ``ker_ests.{i}.<our FKE key>`` (other keys unchanged)."""
-    if not key.startswith('ker_ests.'):
-        return key
-    head, idx, rest = key.split('.', 2)
-    for ours, official in _FKE_RENAMES:
-        if rest.startswith(official):
-            return f'{head}.{idx}.{ours}{rest[len(official):]}'
-    return key
-
-
 def _rename_official_fke_hook(module, state_dict, prefix, *args) -> None:
     """load_state_dict pre-hook: rename official FKE keys in place, so official ATD+FKE weights load strictly."""
+    from fke_basicsr.checkpoints import official_mapping
+
+    mapping = official_mapping('ATD')
     for key in [k for k in state_dict if k.startswith(prefix + 'ker_ests.')]:
-        new = prefix + official_fke_key_to_ours(key[len(prefix):])
+        new = prefix + mapping.from_official(key[len(prefix):])
         if new != key and new not in state_dict:
             state_dict[new] = state_dict.pop(key)
-
-
-@dataclass
-class ATDLoadReport:
-    """What ``load_atd_pretrained`` copied and what it left at initialisation."""
-    loaded: list[str] = field(default_factory=list)
-    fke_left_at_init: list[str] = field(default_factory=list)
-    upsampler_left_at_init: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model shape
-
-    @property
-    def left_at_init(self) -> list[str]:
-        return self.fke_left_at_init + [k for k, _, _ in self.upsampler_left_at_init]
-
-    def __str__(self) -> str:
-        lines = [f'loaded {len(self.loaded)} tensors']
-        if self.fke_left_at_init:
-            blocks = sorted({'.'.join(k.split('.')[:2]) for k in self.fke_left_at_init})
-            lines.append(f'FKE keys left at init: {len(self.fke_left_at_init)} (in {", ".join(blocks)})')
-        for key, ckpt_shape, model_shape in self.upsampler_left_at_init:
-            lines.append(f'upsampler left at init (scale change): {key} checkpoint {list(ckpt_shape)} '
-                         f'vs model {list(model_shape)}')
-        return '\n'.join(lines)
-
-
-def _unwrap(state_dict: Mapping, param_key: str | None) -> dict:
-    """Accept a bare state dict or a BasicSR checkpoint ({'params': ..., 'params_ema': ...}); strip 'module.'."""
-    if param_key is not None and param_key in state_dict:
-        state_dict = state_dict[param_key]
-    elif param_key is not None and any(isinstance(v, Mapping) for v in state_dict.values()):
-        for key in ('params_ema', 'params'):
-            if key in state_dict:
-                state_dict = state_dict[key]
-                break
-        else:
-            raise ValueError(f'state_dict: no {param_key!r}, params_ema or params entry; top-level keys are '
-                             f'{sorted(state_dict)[:8]}')
-    return {(k[7:] if k.startswith('module.') else k): v for k, v in state_dict.items()}
-
-
-def load_atd_pretrained(model: ATD, state_dict: Mapping, param_key: str | None = 'params_ema',
-                        allow_missing_fke: bool = True, allow_upsampler_change: bool = True) -> ATDLoadReport:
-    """Load official/our ATD(-light)(+FKE) weights: everything but FKE keys and a rescaled upsampler is strict.
-
-    * Official FKE keys (``ker_ests.*`` in the authors' layout) are renamed onto ours.
-    * FKE keys absent from the checkpoint (plain ATD-light weights into the FKE model) stay at init and are
-      listed in the report when ``allow_missing_fke``.
-    * ``upsample.*`` tensors whose shape differs (×2 weights into a ×3/×4 model) stay at init and are listed
-      when ``allow_upsampler_change``.
-    Anything else missing, unexpected or mis-shaped raises ValueError naming the keys.
-    """
-    if not isinstance(model, ATD):
-        raise ValueError(f'model: expected an ATD instance, got {type(model).__name__}')
-    sd = {official_fke_key_to_ours(k): v for k, v in _unwrap(state_dict, param_key).items()}
-    own = model.state_dict()
-    report, missing, bad_shape = ATDLoadReport(), [], []
-    to_load = {}
-    for key, target in own.items():
-        if key not in sd:
-            (report.fke_left_at_init if key.startswith('ker_ests.') and allow_missing_fke else missing).append(key)
-        elif sd[key].shape != target.shape:
-            entry = (key, tuple(sd[key].shape), tuple(target.shape))
-            (report.upsampler_left_at_init if key.startswith('upsample.') and allow_upsampler_change
-             else bad_shape).append(entry)
-        else:
-            to_load[key] = sd[key]
-            report.loaded.append(key)
-    unexpected = sorted(set(sd) - set(own))
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} model keys missing from the checkpoint, e.g. {missing[:5]}')
-    if unexpected:
-        hint = ' (an FKE checkpoint into a model built with fke: false?)' if any(
-            k.startswith('ker_ests.') for k in unexpected) else ''
-        problems.append(f'{len(unexpected)} checkpoint keys the model lacks{hint}, e.g. {unexpected[:5]}')
-    if bad_shape:
-        problems.append('shape mismatches (key, checkpoint, model): ' + '; '.join(map(str, bad_shape[:5])))
-    if problems:
-        raise ValueError('state_dict does not fit this ATD model: ' + ' | '.join(problems))
-    model.load_state_dict(to_load, strict=False)
-    return report
-
-
-def count_parameters(model: nn.Module, prefixes: Iterable[str] | None = None) -> int:
-    """Trainable parameter count, optionally restricted to keys starting with one of ``prefixes``."""
-    pre = tuple(prefixes) if prefixes is not None else ('',)
-    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(pre))
