@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fke_basicsr.build import load_model, sha256sum  # noqa: F401  (re-exported: the CLI's builder)
 from fke_basicsr.protocol import TestTimeProtocol
 
 __all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'list_images', 'read_image', 'write_image_atomic', 'sha256sum',
@@ -102,15 +102,6 @@ def write_image_atomic(path: str | os.PathLike, img: np.ndarray) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -265,47 +256,6 @@ class Restorer:
 # ------------------------------------------------------------------------------------------------ model loading
 
 
-def load_model(opt: str | None = None, arch: str | None = None, variant: str | None = None,
-               weights: str | None = None, param_key: str | None = None, sets: dict[str, Any] | None = None,
-               sha256: str | None = None, log: Callable[[str], Any] = print) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the network from a YAML's network_g or an arch name and load weights strictly.
-
-    With ``opt``, ``path.pretrain_network_g`` / ``path.param_key_g`` and the top-level ``scale`` of the YAML are
-    used unless ``weights`` / ``param_key`` are given. Returns (model, info) with info = {'weights', 'sha256',
-    'scale'}. Raises ValueError / FileNotFoundError / checkpoints.CheckpointMismatchError with readable messages.
-    """
-    from fke_basicsr.profile import build_model, network_options
-
-    net = network_options(opt, arch, variant, sets)
-    info: dict[str, Any] = {'weights': weights, 'sha256': None, 'scale': None}
-    if opt is not None:
-        from fke_basicsr.options import load_yaml
-
-        full = load_yaml(opt)
-        path_opt = full.get('path') or {}
-        info['weights'] = weights or path_opt.get('pretrain_network_g')
-        param_key = param_key or path_opt.get('param_key_g')
-        info['scale'] = full.get('scale')
-    model = build_model(net)
-    if info['weights']:
-        path = Path(info['weights'])
-        if not path.is_file():
-            raise FileNotFoundError(f'weights: file not found: {path}')
-        digest = sha256sum(path)
-        info['sha256'] = digest
-        log(f'weights: {path} (sha256 {digest})')
-        if sha256 and digest.lower() != sha256.strip().lower():
-            raise ValueError(f'weights: sha256 of {path} is {digest}, expected {sha256}; the file is not the '
-                             f'checkpoint the options describe (re-download it or fix --sha256)')
-        from fke_basicsr.checkpoints import load_checkpoint
-
-        load_checkpoint(model, path, strict=True, param_key=param_key)
-    else:
-        log(f"warning: no weights given: running a randomly initialised {net['type']} (only useful for tests "
-            'and benchmarks)')
-    return model.eval(), info
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -341,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import fke_basicsr  # noqa: F401  (shims + registration)
     from fke_basicsr.checkpoints import CheckpointMismatchError
-    from fke_basicsr.profile import parse_sets
+    from fke_basicsr.build import parse_sets
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'scripts' / 'data_preparation'))
 
 import fke_basicsr  # noqa: E402,F401  (compat shims + registration before basicsr)
-from basicsr.archs import build_network  # noqa: E402
 
 from fke_basicsr import eval_protocols as ep  # noqa: E402
+from fke_basicsr.build import build_model  # noqa: E402
 from fke_basicsr.checkpoints import load_checkpoint  # noqa: E402
 from fke_basicsr.metrics import dpdd_metric, realblur_metric  # noqa: E402
 from fke_basicsr.metrics.metric_util import Aggregate, mean_of_images  # noqa: E402
@@ -146,7 +146,7 @@ class Evaluated:
 def build(net_opt: dict, ckpt: Path, device: str) -> Evaluated:
     opt = dict(net_opt)
     val = dict(opt.pop('val', None) or {})
-    net = build_network(opt)
+    net = build_model(opt)
     load_checkpoint(net, ckpt, strict=True)
     return Evaluated(net.to(device).eval(), val)
 
@@ -185,7 +185,7 @@ def complexity_cells(table: int, method: str, net_opt: dict, ctx: Context) -> tu
     from fke_basicsr.profile import count_macs, count_parameters
     size = ctx.complexity_size
     opt = {k: v for k, v in net_opt.items() if k != 'val'}
-    net = build_network(opt).eval()
+    net = build_model(opt).eval()
     macs = count_macs(net, torch.rand(1, 3, size, size)).macs_ptflops / 1e9
     params = count_parameters(net) / 1e6
     proto = f'profiler: ptflops-convention MACs at 1×3×{size}×{size} (FFTs/scans not counted); Σ numel'
