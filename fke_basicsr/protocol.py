@@ -50,6 +50,7 @@ _LEGACY_NETWORK_KEYS = {
         'return_all': 'nothing: the network always returns DeblurOutputs (fke_basicsr.archs.outputs)',
         'out_channels': 'nothing: the output channels equal inp_channels',
         'fke_window_overlap': 'network_g.fke_window: {size: <window>, overlap: <overlap>}',
+        'patch_size': 'network_g.scan_window (the EVSS2D scan window; same value)',
     },
     'ATD': {
         'test_mode': "val: 'tile' -> val.tile: {size: 64, overlap: 16}; 'pad' -> val.size_multiple: 16 and "
@@ -71,10 +72,10 @@ def check_network_options(net_opt: Mapping | None, section: str = 'network_g') -
     found = [k for k in net_opt if k in legacy]
     if found:
         moves = '; '.join(f'{section}.{k} -> {legacy[k]}' for k in found)
-        raise ValueError(f'{section}: {", ".join(found)} no longer belong to the network: test-time padding and '
+        raise ValueError(f'{section}: {", ".join(found)} are no longer network options: test-time padding and '
                          f'tiling are options of the evaluation protocol, given under `val:` as '
                          f'`tile: {{size: ..., overlap: ..., batch: ...}}`, `size_multiple` and `pad_mode` '
-                         f'(docs/evaluation.md). Move them: {moves}.')
+                         f'(docs/evaluation.md), and a few network options were renamed. Move them: {moves}.')
 
 
 def _int(value: Any, name: str, minimum: int) -> int:

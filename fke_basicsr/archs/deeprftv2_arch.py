@@ -214,8 +214,9 @@ class DeepRFTv2(nn.Module):
     FKEs): non-overlapping in training, overlapping and blended in eval. The authors' FKEs always use the test
     tile size as window; that only matters for maps larger than it, which no configuration but DPDD's
     (``fke_window: {size: 320, overlap: 48}``) meets. The output channels equal ``inp_channels``.
-    ``patch_size`` is the scan window of the windowed EVSS2D blocks (``LocalNAFEVSBlock_patch``), not a patch
-    embedding. ``num_columns`` is the number of sub-UNets (the authors' name, kept for their options files).
+    ``scan_window`` is the EVSS2D scan window of the windowed blocks (``LocalNAFEVSBlock_patch``, 'VSBlock'); the
+    authors call it ``patch_size``, a name ATD uses for its patch embedding, so ours differs (the options check
+    names it when a file still says ``patch_size``). ``num_columns`` is the number of sub-UNets (the authors' name, kept for their options files).
     Input sizes must be multiples of ``size_multiple`` (8). Padding, whole-image vs tiled evaluation (the
     authors' tiles are cut from the whole-image pyramid, see :meth:`tile_inputs`) belong to
     :class:`fke_basicsr.protocol.TestTimeProtocol` (docs/evaluation.md).
@@ -228,7 +229,7 @@ class DeepRFTv2(nn.Module):
                  num_columns: int | None = None, width: int | None = None,
                  enc_blocks: Sequence[int] | None = None, dec_blocks: Sequence[int] | None = None,
                  max_enc_block_types: Any = None, max_dec_block_types: Any = None, mid_block_types: Any = None,
-                 train_size: int | Sequence[int] | None = None, patch_size: int | Sequence[int] | None = None,
+                 train_size: int | Sequence[int] | None = None, scan_window: int | Sequence[int] | None = None,
                  fke: bool = True, fke_width: int | None = None, fke_levels: int | None = None,
                  fke_block: str | None = None, mid_scale: bool = True,
                  save_memory_encoder: bool | Sequence[bool] = False,
@@ -303,7 +304,7 @@ class DeepRFTv2(nn.Module):
                                      f'undoing it, so a level needs an even number of them (spec §2.6)')
                 if kinds[j] in ('localnaf', 'LocalNAFEVSBlock_patch') and train_size is None:
                     raise ValueError(f"train_size: block {kinds[j]!r} (TLC local pooling) needs it, e.g. 256")
-                out.append([build_block(kinds[j], level_chans[j], k, train_size=sizes[j], window=patch_size)
+                out.append([build_block(kinds[j], level_chans[j], k, train_size=sizes[j], window=scan_window)
                             for k in range(counts[j])])
             return out
 
@@ -311,11 +312,11 @@ class DeepRFTv2(nn.Module):
         # columns >= 1 fuse the previous column's FKE feature into the image embedding (index 0: nothing to fuse)
         self.feedback_max = nn.ModuleList([nn.Identity()] + [nn.Conv2d(2 * width, width, 1) for _ in range(ncol - 1)])
         self.encoders_max = nn.ModuleList([
-            Encoder(chans, blocks(kinds_enc[i], enc_n, chans, enc_sizes, 'max_enc_block_types'), save_memory=f)
-            for i, f in enumerate(flags_enc)])
+            self._max_encoder(chans, blocks(kinds_enc[i], enc_n, chans, enc_sizes, 'max_enc_block_types'), f,
+                              inp_channels) for i, f in enumerate(flags_enc)])
         self.decoders_max = nn.ModuleList([
-            Decoder(chans[::-1], blocks(kinds_dec[i], dec_n, chans[::-1], dec_sizes, 'max_dec_block_types'),
-                    save_memory=f) for i, f in enumerate(flags_dec)])
+            self._max_decoder(chans[::-1], blocks(kinds_dec[i], dec_n, chans[::-1], dec_sizes, 'max_dec_block_types'),
+                              f, out_channels) for i, f in enumerate(flags_dec)])
         self.head_max = nn.ModuleList([_conv3x3(width, out_channels, True) for _ in range(ncol)])
         if mid_scale:
             self.embed_mid = nn.ModuleList([_conv3x3(inp_channels, width, False) for _ in range(ncol)])
@@ -332,7 +333,7 @@ class DeepRFTv2(nn.Module):
             self.latent_fuse = nn.ModuleList([LatentFusion(width, chans[-1], 2 ** (nlev - 2)) for _ in range(ncol)])
         if fke:
             def estimators(window: tuple[int, int] | None, overlap: tuple[int, int]) -> nn.ModuleList:
-                return nn.ModuleList([FourierKernelEstimator(
+                return nn.ModuleList([self._estimator(
                     in_channels=width, width=opt['fke_width'], levels=opt['fke_levels'], first_column=i == 0,
                     block=opt['fke_block'], image_head=True, image_channels=out_channels, window=window,
                     window_overlap=overlap if any(overlap) else 0, save_memory=flags_fke[i]) for i in range(ncol)])
@@ -341,6 +342,22 @@ class DeepRFTv2(nn.Module):
             if mid_scale:
                 self.fke_mid = estimators(None if window is None else (window[0] // 2, window[1] // 2),
                                           (window_overlap[0] // 2, window_overlap[1] // 2))
+
+    # -- construction hooks: a subclass (the ablation variants) builds its own parts here, directly -----------------
+    def _max_encoder(self, channels: list[int], blocks: list, save_memory: bool, image_channels: int) -> Encoder:
+        return Encoder(channels, blocks, save_memory=save_memory)
+
+    def _max_decoder(self, channels: list[int], blocks: list, save_memory: bool, image_channels: int) -> Decoder:
+        return Decoder(channels, blocks, save_memory=save_memory)
+
+    def _estimator(self, **options: Any) -> FourierKernelEstimator:
+        return FourierKernelEstimator(**options)
+
+    def _run_fke(self, fke: FourierKernelEstimator, feature: Tensor, state: Any, blur: Tensor, encoded: Tensor,
+                 sharp: Tensor):
+        """One FKE call of a sub-UNet: ``feature`` d1, ``blur`` B, ``encoded`` e1 and ``sharp`` head(d1) + B of
+        that scale (the last two are what the Table 7 variants may estimate the kernel from)."""
+        return fke(feature, state=state, blur=blur)
 
     # ------------------------------------------------------------------------------------------------------------
     def set_save_memory(self, encoder: bool | None = None, decoder: bool | None = None,
@@ -376,7 +393,7 @@ class DeepRFTv2(nn.Module):
             half.append(self.head_mid[i](mdec[-1]) + images[1])
             md.feature = mdec[-1]
             if self.use_fke:
-                out = self.fke_mid[i](mdec[-1], state=md.fke, blur=images[1])
+                out = self._run_fke(self.fke_mid[i], mdec[-1], md.fke, images[1], menc[0], half[-1])
                 md.feature, md.fke = out.feature, out.state
                 half.append(out.image)
             latent = self.latent_fuse[i](md.feature, latent)
@@ -385,7 +402,7 @@ class DeepRFTv2(nn.Module):
         full.append(self.head_max[i](dec[-1]) + images[0])
         mx.feature = dec[-1]
         if self.use_fke:
-            out = self.fke_max[i](dec[-1], state=mx.fke, blur=images[0])
+            out = self._run_fke(self.fke_max[i], dec[-1], mx.fke, images[0], enc[0], full[-1])
             mx.feature, mx.fke = out.feature, out.state
             full.append(out.image)
 
