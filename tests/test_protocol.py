@@ -236,3 +236,13 @@ def test_an_old_options_file_exits_2_with_the_new_form(tmp_path, capsys):
     assert launch.run('test', ['-opt', str(opt)], root_path=str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert 'network_g.sub_image_size -> val.tile.size' in err and 'tile: {size' in err and 'Traceback' not in err
+
+
+def test_bad_val_protocol_fails_at_options_check():
+    from fke_basicsr.models.restoration_model import RestorationModel
+    with pytest.raises(ValueError, match='val: pad_mode'):
+        RestorationModel.check_options({'val': {'pad_mode': 'wrap'}})
+    with pytest.raises(ValueError, match='val: tile.overlap'):
+        RestorationModel.check_options({'val': {'tile': {'size': 64, 'overlap': 64}}})
+    RestorationModel.check_options({'val': {'tile': {'size': 64, 'overlap': 16, 'batch': 16}, 'size_multiple': 16,
+                                            'pad_mode': 'symmetric'}})

@@ -137,6 +137,10 @@ class RestorationModel(SRModel):
                 raise ValueError(f"val.tile: expected a mapping {{size: int, overlap: int, batch: int}}, got {tile!r}")
             _check_known('val.tile', tile.keys(), TILE_KEYS)
         check_network_options(opt.get('network_g'))
+        try:  # the protocol's own checks (tile vs size_multiple, overlap, batch, pad_mode) before any folder is made
+            TestTimeProtocol.from_options(val, None, scale=1)
+        except ValueError as err:
+            raise ValueError(f'val: {err}') from None
         if not opt.get('is_train', False):
             return
         train = opt.get('train')
