@@ -201,7 +201,8 @@ def row_macs(r: AblationRow, size: int = 256, extrapolate_from: tuple[int, int] 
     """
     import torch
 
-    from fke_basicsr.profile import build_model, count_macs
+    from fke_basicsr.build import build_model
+    from fke_basicsr.profile import count_macs
 
     model = build_model(network_options(r))
     params = float(sum(p.numel() for p in model.parameters()))

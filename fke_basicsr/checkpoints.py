@@ -1,4 +1,8 @@
-"""Checkpoint loading: the authors' key layout <-> ours, strict, with actionable errors (docs/architecture.md).
+"""Checkpoint loading: the authors' key layouts <-> ours, strict, with actionable errors (docs/architecture.md).
+
+The one loader is :func:`load_checkpoint`. Each arch with a published layout registers it through
+:func:`register_official_layout`: DeepRFTv2 (the authors' names), ATD (the official ATD names; only the FKE
+internals differ) and FKEAttach (a plain base-arch checkpoint; the inserted FKEs stay at initialisation).
 
 A layout mapping is a short table of :class:`RenameRule` s. Each rule pairs a key prefix of ours with the
 authors' prefix for the same module, written as templates whose ``{name}`` fields are integer indices
@@ -9,7 +13,6 @@ table, so the mapping is a bijection by construction (tests check it on every ke
 """
 from __future__ import annotations
 
-import difflib
 import os
 import pickle
 import re
@@ -20,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from fke_basicsr.io_utils import UserError, atomic_write
+from fke_basicsr.registry import close_names
 
 __all__ = ['RenameRule', 'KeyMapping', 'CheckpointMismatchError', 'official_mapping', 'register_official_layout',
            'to_official', 'from_official', 'detect_layout', 'load_checkpoint', 'save_state_dict_atomic',
@@ -103,9 +107,20 @@ class KeyMapping:
         return self._convert(key, False)
 
     def is_official(self, keys: Iterable[str]) -> bool:
-        """True when the keys look like the authors' layout (they all carry the global prefix)."""
+        """True when the keys look like the authors' layout: they all carry the global prefix, or (a layout
+        without one) at least one of them is renamed on the way in."""
         keys = list(keys)
-        return bool(keys) and bool(self.official_prefix) and all(k.startswith(self.official_prefix) for k in keys)
+        if not keys:
+            return False
+        if self.official_prefix:
+            return all(k.startswith(self.official_prefix) for k in keys)
+        for k in keys:
+            try:
+                if self.from_official(k) != k:
+                    return True
+            except KeyError:
+                continue
+        return False
 
 
 def as_key_mapping(renames: Any, strict: bool = False) -> KeyMapping:
@@ -155,36 +170,82 @@ def _deeprftv2_variant(keys: Iterable[str]) -> str | None:
     return 'B' if any(k.endswith(('norm_mamba.weight', '.lamb_g')) for k in keys) else 'S'
 
 
-_LAYOUTS: dict[str, dict[str, Any]] = {
-    'DeepRFTv2': {'mapping': _deeprftv2_mapping, 'variant': _deeprftv2_variant},
-}
+# ----------------------------------------------------------------------------------------------------------
+# ATD(-light)(+FKE): every key is the official ATD one except the FKE internals (ker_ests.{i}.<FKE key>).
+
+def _atd_mapping() -> KeyMapping:
+    from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES
+    return KeyMapping([RenameRule('ker_ests.{i}', 'ker_ests.{i}', as_key_mapping(FKE_OFFICIAL_RENAMES))],
+                      strict=False)
+
+
+def _atd_left_at_init(key: str) -> bool:
+    """ATD-light weights (no FKE) into ATD-light+FKE: the FKE chain stays at its initialisation."""
+    return key.startswith('ker_ests.')
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FKEAttach: the "official" layout is the plain base arch's; ours wraps each attach point as
+# base.<point>.inner (the module) + base.<point>.fke (the FKE, which a base checkpoint lacks).
+
+def _fke_attach_mapping(model: torch.nn.Module) -> KeyMapping:
+    rules = [RenameRule(f'base.{p}.inner', p) for p in model.attach_points]
+    tops = {k.split('.', 1)[0] for k in model.base.state_dict()} | {n for n, _ in model.base.named_children()}
+    rules += [RenameRule(f'base.{t}', t) for t in sorted(tops, key=len, reverse=True)]
+    return KeyMapping(rules, strict=False)
+
+
+def _fke_attach_left_at_init(key: str) -> bool:
+    return '.fke.' in key
+
+
+_LAYOUTS: dict[str, dict[str, Any]] = {}
 _CACHE: dict[str, KeyMapping] = {}
 
 
-def register_official_layout(arch: str, mapping_factory, variant_fn=None) -> None:
-    """Let another arch (e.g. ATD) plug its own official layout into load_checkpoint/to_/from_official."""
-    _LAYOUTS[arch] = {'mapping': mapping_factory, 'variant': variant_fn}
+def register_official_layout(arch: str, mapping_factory, variant_fn=None, left_at_init=None,
+                             per_model: bool = False) -> None:
+    """Plug an arch's official key layout into load_checkpoint / to_official / from_official.
+
+    ``mapping_factory()`` builds its :class:`KeyMapping` (``mapping_factory(model)`` when ``per_model``: the
+    layout depends on the instance). ``variant_fn(keys)`` names the variant a key set belongs to (for the
+    mismatch report). ``left_at_init(key)`` marks model keys a checkpoint may lack: they stay at their
+    initialisation and are listed in the result's ``missing_keys`` (e.g. FKE keys for plain base weights).
+    """
+    _LAYOUTS[arch] = {'mapping': mapping_factory, 'variant': variant_fn, 'left_at_init': left_at_init,
+                      'per_model': per_model}
     _CACHE.pop(arch, None)
 
 
-def official_mapping(arch: str = 'DeepRFTv2') -> KeyMapping:
-    """The KeyMapping between our keys and the authors' for ``arch``."""
+register_official_layout('DeepRFTv2', _deeprftv2_mapping, _deeprftv2_variant)
+register_official_layout('ATD', _atd_mapping, left_at_init=_atd_left_at_init)
+register_official_layout('FKEAttach', _fke_attach_mapping, left_at_init=_fke_attach_left_at_init, per_model=True)
+
+
+def official_mapping(arch: str = 'DeepRFTv2', model: torch.nn.Module | None = None) -> KeyMapping:
+    """The KeyMapping between our keys and the authors' for ``arch`` (``model``: for per-model layouts)."""
     if arch not in _LAYOUTS:
         raise ValueError(f"arch '{arch}' has no official checkpoint layout; known: {sorted(_LAYOUTS)}")
+    entry = _LAYOUTS[arch]
+    if entry['per_model']:
+        if model is None:
+            raise ValueError(f"arch '{arch}': its key layout depends on the instance; pass the model")
+        return entry['mapping'](model)
     if arch not in _CACHE:
-        _CACHE[arch] = _LAYOUTS[arch]['mapping']()
+        _CACHE[arch] = entry['mapping']()
     return _CACHE[arch]
 
 
-def to_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2') -> dict:
+def to_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2', model: torch.nn.Module | None = None) -> dict:
     """Our state dict -> the authors' layout (same tensors, renamed keys)."""
-    m = official_mapping(arch)
+    m = official_mapping(arch, model)
     return {m.to_official(k): v for k, v in state_dict.items()}
 
 
-def from_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2') -> dict:
+def from_official(state_dict: Mapping[str, Any], arch: str = 'DeepRFTv2',
+                  model: torch.nn.Module | None = None) -> dict:
     """The authors' state dict -> our layout (same tensors, renamed keys)."""
-    m = official_mapping(arch)
+    m = official_mapping(arch, model)
     out: dict = {}
     for k, v in state_dict.items():
         try:
@@ -223,9 +284,9 @@ def _select_params(obj: Any, param_key: str | None) -> dict:
     return dict(obj)
 
 
-def detect_layout(keys: Iterable[str], arch: str = 'DeepRFTv2') -> str:
+def detect_layout(keys: Iterable[str], arch: str = 'DeepRFTv2', model: torch.nn.Module | None = None) -> str:
     """'official' when the keys are in the authors' layout of ``arch``, else 'ours'."""
-    if arch in _LAYOUTS and official_mapping(arch).is_official(keys):
+    if arch in _LAYOUTS and official_mapping(arch, model).is_official(keys):
         return 'official'
     return 'ours'
 
@@ -234,7 +295,8 @@ def _arch_name(model: torch.nn.Module) -> str:
     return getattr(model, 'official_layout', type(model).__name__)
 
 
-def _mismatch_report(arch: str, model_sd: Mapping[str, torch.Tensor], sd: Mapping[str, Any], layout: str) -> str:
+def _mismatch_report(arch: str, model_sd: Mapping[str, torch.Tensor], sd: Mapping[str, Any], layout: str,
+                     model: torch.nn.Module | None = None) -> str:
     expected, given = set(model_sd), set(sd)
     unknown = sorted(given - expected)
     missing = sorted(expected - given)
@@ -253,12 +315,11 @@ def _mismatch_report(arch: str, model_sd: Mapping[str, torch.Tensor], sd: Mappin
         lines.append('unknown keys (first 5, with the nearest expected names):')
         for k in unknown[:5]:
             # the missing keys are the likeliest counterparts (a renamed key); then any expected key
-            near = difflib.get_close_matches(k, missing, n=2, cutoff=0.6) or \
-                difflib.get_close_matches(k, expected_sorted, n=2, cutoff=0.6)
+            near = close_names(k, missing, n=2, cutoff=0.6) or close_names(k, expected_sorted, n=2, cutoff=0.6)
             origin = ''
             if layout == 'official':
                 try:  # show the name as it is in the file too
-                    origin = f' (in the file: {official_mapping(arch).to_official(k)})'
+                    origin = f' (in the file: {official_mapping(arch, model).to_official(k)})'
                 except KeyError:
                     pass
             lines.append(f"  {k}{origin}  ->  nearest: {', '.join(near) if near else '(none)'}")
@@ -320,7 +381,9 @@ def load_checkpoint(model: torch.nn.Module, path_or_state: str | os.PathLike | M
 
     ``param_key``: 'params', 'params_ema', or None to pick automatically ('params', then 'params_ema',
     'state_dict', 'model', else the object itself). With ``strict=False`` unknown and missing keys are
-    tolerated (returned like ``load_state_dict``'s result); shape mismatches always raise.
+    tolerated (returned like ``load_state_dict``'s result); shape mismatches always raise. Model keys the
+    arch's layout marks as left at initialisation (ATD's FKE chain for ATD-light weights, FKEAttach's FKEs for
+    base weights) may be absent even when strict; they are listed in the result's ``missing_keys``.
     """
     if isinstance(path_or_state, (str, os.PathLike)):
         obj = safe_load(path_or_state)
@@ -330,15 +393,21 @@ def load_checkpoint(model: torch.nn.Module, path_or_state: str | os.PathLike | M
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         model = model.module
     arch = _arch_name(model)
-    layout = detect_layout(sd, arch)
+    layout = detect_layout(sd, arch, model)
     if layout == 'official':
-        sd = from_official(sd, arch)
+        sd = from_official(sd, arch, model)
     model_sd = model.state_dict()
     given, expected = set(sd), set(model_sd)
     bad_shape = any(hasattr(sd[k], 'shape') and tuple(sd[k].shape) != tuple(model_sd[k].shape)
                     for k in given & expected)
-    if bad_shape or (strict and given != expected):
-        raise CheckpointMismatchError(_mismatch_report(arch, model_sd, sd, layout))
+    optional = _LAYOUTS.get(arch, {}).get('left_at_init')
+    required = {k for k in expected if optional is None or not optional(k)}
+    if given & (expected - required):
+        required = expected  # a checkpoint that has some of the optional keys must have them all
+    if bad_shape or (strict and (given - expected or required - given)):
+        raise CheckpointMismatchError(_mismatch_report(arch, model_sd, sd, layout, model))
+    if strict and expected - given:
+        return model.load_state_dict(sd, strict=False)  # only keys left at initialisation are missing
     return model.load_state_dict(sd, strict=strict)
 
 

@@ -14,10 +14,11 @@ apart and re-attached unchanged (bicubic-resized by the scale for super-resoluti
 in a folder are skipped; unreadable files print one ``error:`` line each, the others are still processed, and the
 exit status is 1 if any file failed (2 for a usage, options or weights error).
 
-Each image is reflect-padded to the arch's ``size_multiple`` (8 for DeepRFTv2), cut into overlapping tiles
-(``--tile``, ``--tile-overlap``; rounded down to that multiple so every tile is a valid input and all tiles see the
-same pixel grid phase) that are blended seam-free by :func:`fke_basicsr.tiling.tiled_apply`, which moves only
-``--tile-batch`` tiles at a time to the device (the image and the output canvas stay on the CPU), then cropped
+Each image runs through :class:`fke_basicsr.protocol.TestTimeProtocol`: reflect-padded to the arch's
+``size_multiple`` (8 for DeepRFTv2), cut into overlapping tiles (``--tile``, ``--tile-overlap``; rounded down to
+that multiple so every tile is a valid input and all tiles see the same pixel grid phase; DeepRFTv2 and ATD cut
+them from their whole-image pyramid / features, as in evaluation) that are blended seam-free, with only
+``--tile-batch`` tiles at a time on the device (the image and the output canvas stay on the CPU), then cropped
 back. ``--tile 0`` runs the whole image at once. On CUDA out-of-memory the tile side is halved (logged) and the
 image retried; the smaller tile is kept for the next images.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import sys
 import time
@@ -37,8 +37,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fke_basicsr.build import load_model, sha256sum  # noqa: F401  (re-exported: the CLI's builder)
+from fke_basicsr.protocol import TestTimeProtocol
+
 __all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'list_images', 'read_image', 'write_image_atomic', 'sha256sum',
-           'image_to_tensor', 'tensor_to_image', 'model_prediction', 'Restorer', 'load_model', 'main']
+           'image_to_tensor', 'tensor_to_image', 'Restorer', 'load_model', 'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 _AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -92,15 +95,6 @@ def write_image_atomic(path: str | os.PathLike, img: np.ndarray) -> None:
         raise ValueError(f'cannot encode {img.dtype} image with {img.shape} as {path.suffix}')
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(buf.tobytes()))  # the user's umask, not mkstemp's 0600
-
-
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -158,22 +152,6 @@ def tensor_to_image(y: Tensor, meta: ImageMeta, scale: int = 1) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ model running
 
 
-def model_prediction(out: Any) -> Tensor:
-    """The prediction inside a model output: a tensor, the last full-resolution image (DeblurOutputs), a dict's
-    'img'/'out'/'output' entry, or the last tensor of a list/tuple."""
-    if isinstance(out, Tensor):
-        return out
-    if hasattr(out, 'full') and isinstance(out.full, (list, tuple)) and out.full:
-        return model_prediction(out.full[-1])
-    if isinstance(out, dict):
-        for key in ('img', 'out', 'output'):
-            if key in out:
-                return model_prediction(out[key])
-    if isinstance(out, (list, tuple)) and out:
-        return model_prediction(out[-1])
-    raise ValueError(f'model output: cannot find the prediction in a {type(out).__name__}')
-
-
 def _input_channels(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -229,41 +207,38 @@ class Restorer:
             self.log(f'tile {tile}/overlap {overlap} rounded to {t}/{o} (multiples of {m}, overlap < tile)')
         return t, o
 
-    def _forward(self, t: Tensor) -> Tensor:
-        amp = (torch.autocast(device_type=self.device.type, dtype=_AMP[self.amp]) if self.amp
-               else contextlib.nullcontext())
-        with torch.no_grad(), amp:
-            y = model_prediction(self.model(t))
-        return y.float() if self.amp else y
+    def protocol(self, pad_mode: str = 'reflect') -> TestTimeProtocol:
+        """The test-time protocol of the current tile settings."""
+        return TestTimeProtocol(size_multiple=self.multiple, pad_mode=pad_mode, tile=self.tile,
+                                overlap=self.overlap if self.tile else 0, batch=self.tile_batch, scale=self.scale)
 
     def __call__(self, x: Tensor) -> Tensor:
         """(B, C, H, W) CPU tensor → (B, C', H·scale, W·scale) on the CPU."""
-        from fke_basicsr.tiling import crop_to, pad_to_multiple, tiled_apply
-
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f'x: expected a (B, C, H, W) tensor, got '
                              f'{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}')
         h, w = x.shape[-2:]
         mode = 'reflect' if min(h, w) >= 2 else 'replicate'
-        xp, _ = pad_to_multiple(x, self.multiple, mode)
+        amp = (torch.autocast(device_type=self.device.type, dtype=_AMP[self.amp]) if self.amp
+               else contextlib.nullcontext())
         while True:
-            tile = self.tile or max(xp.shape[-2:])
-            overlap = self.overlap if self.tile else 0
+            tile = self.tile or max(h + -h % self.multiple, w + -w % self.multiple)
             try:
-                y = tiled_apply(self._forward, xp, tile, overlap, scale=self.scale, tile_batch=self.tile_batch,
-                                device=self.device)
+                with torch.no_grad(), amp:
+                    y = self.protocol(mode)(self.model, x, device=self.device)
+                y = y.float() if self.amp else y
                 break
             except RuntimeError as err:
                 if self.device.type != 'cuda' or not _is_oom(err):
                     raise
                 torch.cuda.empty_cache()
-                smaller = min(tile, max(xp.shape[-2:])) // 2 // self.multiple * self.multiple
+                smaller = tile // 2 // self.multiple * self.multiple
                 if smaller < max(MIN_TILE, self.multiple):
                     raise RuntimeError(f'CUDA out of memory even at tile {tile}; use --device cpu') from err
                 self.log(f'CUDA out of memory at tile {tile}: retrying with tile {smaller}, overlap '
                          f'{min(self.overlap, smaller // 4) // self.multiple * self.multiple}')
                 self.tile, self.overlap = smaller, min(self.overlap, smaller // 4) // self.multiple * self.multiple
-        return crop_to(y, (h * self.scale, w * self.scale))
+        return y
 
     def restore_image(self, img: np.ndarray) -> np.ndarray:
         """A cv2 image in, the restored cv2 image (same dtype / layout) out."""
@@ -272,47 +247,6 @@ class Restorer:
 
 
 # ------------------------------------------------------------------------------------------------ model loading
-
-
-def load_model(opt: str | None = None, arch: str | None = None, variant: str | None = None,
-               weights: str | None = None, param_key: str | None = None, sets: dict[str, Any] | None = None,
-               sha256: str | None = None, log: Callable[[str], Any] = print) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the network from a YAML's network_g or an arch name and load weights strictly.
-
-    With ``opt``, ``path.pretrain_network_g`` / ``path.param_key_g`` and the top-level ``scale`` of the YAML are
-    used unless ``weights`` / ``param_key`` are given. Returns (model, info) with info = {'weights', 'sha256',
-    'scale'}. Raises ValueError / FileNotFoundError / checkpoints.CheckpointMismatchError with readable messages.
-    """
-    from fke_basicsr.profile import build_model, network_options
-
-    net = network_options(opt, arch, variant, sets)
-    info: dict[str, Any] = {'weights': weights, 'sha256': None, 'scale': None}
-    if opt is not None:
-        from fke_basicsr.options import load_yaml
-
-        full = load_yaml(opt)
-        path_opt = full.get('path') or {}
-        info['weights'] = weights or path_opt.get('pretrain_network_g')
-        param_key = param_key or path_opt.get('param_key_g')
-        info['scale'] = full.get('scale')
-    model = build_model(net)
-    if info['weights']:
-        path = Path(info['weights'])
-        if not path.is_file():
-            raise FileNotFoundError(f'weights: file not found: {path}')
-        digest = sha256sum(path)
-        info['sha256'] = digest
-        log(f'weights: {path} (sha256 {digest})')
-        if sha256 and digest.lower() != sha256.strip().lower():
-            raise ValueError(f'weights: sha256 of {path} is {digest}, expected {sha256}; the file is not the '
-                             f'checkpoint the options describe (re-download it or fix --sha256)')
-        from fke_basicsr.checkpoints import load_checkpoint
-
-        load_checkpoint(model, path, strict=True, param_key=param_key)
-    else:
-        log(f"warning: no weights given: running a randomly initialised {net['type']} (only useful for tests "
-            'and benchmarks)')
-    return model.eval(), info
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -416,8 +350,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import fke_basicsr  # noqa: F401  (shims + registration)
     from fke_basicsr.checkpoints import CheckpointMismatchError
+    from fke_basicsr.build import parse_sets
     from fke_basicsr.io_utils import UserError, remove_stale_tmp
-    from fke_basicsr.profile import parse_sets
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -299,10 +299,10 @@ def analyse(model: nn.Module, blur: Tensor, sharp: Tensor | None = None, eps: fl
         if s.shape != b.shape:
             raise ValueError(f'sharp: expected the blurry image\'s shape {tuple(blur.shape)}, got {tuple(sharp.shape)}')
     model.eval()
-    from fke_basicsr.infer import model_prediction
+    from fke_basicsr.archs.outputs import prediction
 
     with torch.no_grad(), capture_fke(model) as cap:
-        pred = model_prediction(model(b)).detach().cpu()
+        pred = prediction(model(b)).detach().cpu()
     gt = gt_kernel(b, s, eps, mode) if s is not None else None
     cka = {c.name: cka_to_kernel(c, b, s, eps) for c in cap.captures} if s is not None else {}
     return KernelAnalysis(blur_pattern_map(b, mode), blur_pattern_map(s, mode) if s is not None else None, gt,

@@ -7,7 +7,6 @@ it is not), dataset folders exist, and top-level keys are ones BasicSR reads.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -59,8 +58,8 @@ class OptionsError(UserError):
 
 
 def _close(name: str, choices: Iterable[str], n: int = 5) -> str:
-    near = difflib.get_close_matches(name, sorted(choices), n=n, cutoff=0.5)
-    return f" Did you mean: {', '.join(near)}?" if near else ''
+    from fke_basicsr.registry import did_you_mean
+    return did_you_mean(name, choices, n=n)
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

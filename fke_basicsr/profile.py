@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import os
@@ -63,62 +62,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fke_basicsr.build import build_model, network_options, parse_sets  # noqa: F401  (re-exported)
+
 __all__ = ['MacReport', 'OpReport', 'count_parameters', 'count_macs', 'count_all', 'count_fft_and_scan', 'count_ops',
            'fft_real_ops', 'scan_ops', 'measure_latency', 'measure_training_memory', 'set_reversible',
            'build_model', 'parse_sets', 'profile_model', 'main']
 
 # ------------------------------------------------------------------------------------------------ model building
-
-
-def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
-    """``key=value`` strings → kwargs; values parsed as YAML (``3``, ``true``, ``[1, 2]``, ``B``)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or ():
-        if '=' not in item or not item.split('=', 1)[0].strip():
-            raise ValueError(f'--set: expected key=value, got {item!r}')
-        key, value = item.split('=', 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def network_options(opt_path: str | None = None, arch: str | None = None, variant: str | None = None,
-                    sets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """network_g options from a train/test YAML (``opt_path``) or from ``arch`` (+ ``variant``); ``sets`` override."""
-    if (opt_path is None) == (arch is None):
-        raise ValueError('give exactly one of opt (a YAML file) or arch (a registered arch name)')
-    if opt_path is not None:
-        from fke_basicsr.options import OptionsError, load_yaml
-
-        opt = load_yaml(opt_path)
-        net = opt.get('network_g')
-        if not isinstance(net, dict) or 'type' not in net:
-            raise OptionsError(f'Options file {opt_path} has no network_g mapping with a `type`; profile/infer need '
-                               'the network section of a train or test YAML.')
-        net = copy.deepcopy(net)
-    else:
-        net = {'type': arch}
-    if variant is not None:
-        net['variant'] = variant
-    net.update(sets or {})
-    return net
-
-
-def build_model(net_opt: dict[str, Any]) -> nn.Module:
-    """Build a registered arch from a network_g dict (BasicSR's build_network; the dict is not modified)."""
-    import fke_basicsr  # noqa: F401  (shims + registration before basicsr)
-    from basicsr.archs import build_network
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    name = net_opt.get('type')
-    if name not in ARCH_REGISTRY:
-        import difflib
-
-        near = difflib.get_close_matches(str(name), list(ARCH_REGISTRY.keys()), n=3)
-        raise ValueError(f"arch: '{name}' is not a registered arch" + (f"; did you mean {', '.join(near)}?" if near
-                                                                        else ''))
-    return build_network(copy.deepcopy(net_opt))
 
 
 # ------------------------------------------------------------------------------------------------ parameters
@@ -559,17 +509,6 @@ def set_reversible(model: nn.Module, on: bool) -> int:
     return n
 
 
-def _outputs(out: Any) -> list[Tensor]:
-    """Every tensor of a model output (tensor, DeblurOutputs / tuples / lists, dicts)."""
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _outputs(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _outputs(v)]
-    return []
-
-
 def _rss_bytes() -> int:
     """Current resident set size of this process (Linux /proc; falls back to the peak)."""
     try:
@@ -581,7 +520,9 @@ def _rss_bytes() -> int:
 
 def _training_step(model: nn.Module, x: Tensor) -> None:
     model.train()
-    outs = _outputs(model(x))
+    from fke_basicsr.archs.outputs import levels
+
+    outs = [t for group in levels(model(x)) for t in group]
     loss = sum(o.float().abs().mean() for o in outs)
     loss.backward()
 

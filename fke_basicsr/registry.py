@@ -1,11 +1,23 @@
 """Idempotent registration into BasicSR's registries, and the package-folder scan that triggers it."""
 from __future__ import annotations
 
+import difflib
 import importlib
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 T = TypeVar('T')
+
+
+def close_names(name: str, choices: Iterable[str], n: int = 5, cutoff: float = 0.5) -> list[str]:
+    """The names among ``choices`` closest to ``name`` (the one "did you mean" lookup of the package)."""
+    return difflib.get_close_matches(str(name), sorted(set(choices)), n=n, cutoff=cutoff)
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 5, cutoff: float = 0.5) -> str:
+    """`` Did you mean: a, b?`` for the close matches of ``name`` among ``choices`` ('' when none)."""
+    near = close_names(name, choices, n, cutoff)
+    return f" Did you mean: {', '.join(near)}?" if near else ''
 
 
 def register(registry, name: str | None = None) -> Callable[[T], T]:

@@ -28,12 +28,12 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 ATD_LIGHT_FKE_X4 = ['--set', 'upscale=4', '--set', 'embed_dim=48', '--set', 'depths=[6,6,6,6]',
                     '--set', 'num_heads=[4,4,4,4]', '--set', 'window_size=16', '--set', 'category_size=128',
                     '--set', 'num_tokens=64', '--set', 'reducted_dim=8', '--set', 'convffn_kernel_size=7',
-                    '--set', 'mlp_ratio=1', '--set', 'fke=true', '--set', 'test_mode=tile', '--set', 'tile_size=64',
-                    '--set', 'tile_overlap=16']
+                    '--set', 'mlp_ratio=1', '--set', 'fke=true']
 CASES = {
     'deeprftv2_b_720p': dict(size=(720, 1280), args=['--arch', 'DeepRFTv2', '--variant', 'B', '--tile', '512',
                                                      '--tile-overlap', '128']),
-    'atd_light_fke_x4': dict(size=(180, 320), args=['--arch', 'ATD', *ATD_LIGHT_FKE_X4, '--tile', '0']),
+    'atd_light_fke_x4': dict(size=(180, 320), args=['--arch', 'ATD', *ATD_LIGHT_FKE_X4, '--tile', '64',
+                                                    '--tile-overlap', '16', '--tile-batch', '16']),
 }
 
 

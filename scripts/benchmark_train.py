@@ -36,7 +36,8 @@ def child(variant: str, mode: str, size: int, batch: int, steps: int, device: st
     import fke_basicsr  # noqa: F401
     from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 
-    from fke_basicsr.models.deblur_model import _mean_loss, split_outputs
+    from fke_basicsr.archs.outputs import levels
+    from fke_basicsr.models.deblur_model import _mean_loss
     from fke_basicsr.ops.pyramid import gaussian_pyramid
 
     dev = torch.device(device)
@@ -59,7 +60,7 @@ def child(variant: str, mode: str, size: int, batch: int, steps: int, device: st
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             out = net(lq)
-        full, half = split_outputs(out)
+        full, half = (levels(out) + [[]])[:2]
         full, half = [o.float() for o in full], [o.float() for o in half]
         loss = _mean_loss(l1, full, gt) + _mean_loss(fft, full, gt)
         if half:

@@ -93,6 +93,7 @@ train:
 val:
   val_freq: !!float 5e3
   save_img: false
+  tile: {{size: 512, overlap: 48}}   # test-time tiling of the validation, as the main GoPro recipe (blended)
   metrics:
     psnr:
       type: calculate_psnr
@@ -111,17 +112,13 @@ logger:
 find_unused_parameters: true
 """
 
-# test-time tiling of the validation, as the main GoPro recipe (512 tiles, blended)
-_VALIDATION_TILING = dict(sub_image=True, sub_image_size=512, overlap_size=48)
-
-
 def _value(v: Any) -> str:
     """One YAML scalar / flow list, as the repo's hand-written files spell them."""
     return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix('...').strip()
 
 
 def _network_block(r: AblationRow) -> str:
-    net = {**network_options(r), **_VALIDATION_TILING}
+    net = network_options(r)
     return ''.join(f'  {k}: {_value(v)}\n' for k, v in net.items())
 
 

@@ -35,28 +35,34 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'scripts' / 'data_preparation'))
 
 import fke_basicsr  # noqa: E402,F401  (compat shims + registration before basicsr)
-from basicsr.archs import build_network  # noqa: E402
 
 from fke_basicsr import eval_protocols as ep  # noqa: E402
+from fke_basicsr.build import build_model  # noqa: E402
 from fke_basicsr.checkpoints import load_checkpoint, safe_load  # noqa: E402
 from fke_basicsr.io_utils import OneLineParser, run_cli  # noqa: E402
 from fke_basicsr.metrics import dpdd_metric, realblur_metric  # noqa: E402
 from fke_basicsr.metrics.metric_util import Aggregate, mean_of_images  # noqa: E402
 from fke_basicsr.metrics.psnr_metric import calculate_psnr_rgb  # noqa: E402
 from fke_basicsr.metrics.ssim_metric import calculate_ssim_matlab  # noqa: E402
-from fke_basicsr.tiling import crop_to, pad_to_multiple  # noqa: E402
+from fke_basicsr.protocol import TestTimeProtocol, check_network_options  # noqa: E402
 from prep_common import list_images, pair_by_stem  # noqa: E402
 
-# Default networks per checkpoint key (docs/evaluation.md, per table); --net KEY=... overrides.
+# Default networks per checkpoint key, each with its test-time protocol under 'val' (the options files'
+# val: section, docs/evaluation.md); --net KEY=... overrides.
+_TILES_512 = {'tile': {'size': 512, 'overlap': 128}}  # GoPro/HIDE/REDS: 512x512 tiles, overlap 128, blended
 DEFAULT_NETS = {
-    'gopro': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': True, 'sub_image_size': 512, 'overlap_size': 128},
-    'reds': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': True, 'sub_image_size': 512, 'overlap_size': 128},
-    'realblur_r': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': False},
-    'realblur_j': {'type': 'DeepRFTv2', 'variant': 'B', 'sub_image': False},
-    'dpdd': {'type': 'DeepRFTv2', 'variant': 'S', 'sub_image': False},
-    # Table 5: ATD-light ± FKE (options/test/SR); the FKE models evaluate with 64-tiles as the authors
-    **{f'sr{"_fke" if fke else ""}_x{s}': {'type': 'ATD', 'upscale': s, 'fke': fke} for s in (2, 3, 4)
-       for fke in (False, True)},
+    'gopro': {'type': 'DeepRFTv2', 'variant': 'B', 'val': _TILES_512},
+    'reds': {'type': 'DeepRFTv2', 'variant': 'B', 'val': _TILES_512},
+    'realblur_r': {'type': 'DeepRFTv2', 'variant': 'B', 'val': {}},
+    'realblur_j': {'type': 'DeepRFTv2', 'variant': 'B', 'val': {}},
+    'dpdd': {'type': 'DeepRFTv2', 'variant': 'S', 'fke_window': {'size': 320, 'overlap': 48}, 'val': {}},  # as the DPDD options
+    # Table 5: ATD-light ± FKE (options/test/SR); the FKE models evaluate with 64-tiles as the authors, the
+    # plain ones as the original ATD (mirror padding to the window)
+    **{f'sr{"_fke" if fke else ""}_x{s}': {
+        'type': 'ATD', 'upscale': s, 'fke': fke,
+        'val': {'tile': {'size': 64, 'overlap': 16, 'batch': 16}} if fke else {'size_multiple': 16,
+                                                                              'pad_mode': 'symmetric'}}
+       for s in (2, 3, 4) for fke in (False, True)},
 }
 SR_SETS = (('Set5', 'Set5'), ('Set14', 'Set14'), ('BSD100', 'B100'), ('Urban100', 'Urban100'),
            ('Manga109', 'Manga109'))  # (folder written by prepare_sr_benchmarks.py, the paper's column name)
@@ -111,11 +117,15 @@ def register_table(number: int):
 
 # ------------------------------------------------------------------------------------------- helpers
 def network_options(spec: str) -> dict:
-    """Network options from a YAML file (its ``network_g`` if present) or an inline JSON object."""
+    """Network options from a YAML file (its ``network_g`` and ``val``) or an inline JSON object (the network's
+    options, its protocol under an optional ``"val"`` key)."""
     p = Path(spec)
     if p.is_file():
-        opt = yaml.safe_load(p.read_text())
-        opt = opt.get('network_g', opt)
+        full = yaml.safe_load(p.read_text())
+        opt = full.get('network_g', full)
+        if 'network_g' in full:
+            opt = {**opt, 'val': {k: v for k, v in (full.get('val') or {}).items()
+                                  if k in ('tile', 'size_multiple', 'pad_mode')}}
     else:
         try:
             opt = json.loads(spec)
@@ -123,13 +133,23 @@ def network_options(spec: str) -> dict:
             raise ValueError(f'--net: expected a YAML file or a JSON object, got {spec!r}') from err
     if not isinstance(opt, dict) or 'type' not in opt:
         raise ValueError(f'--net: network options need a "type" (e.g. DeepRFTv2), got {opt!r}')
+    check_network_options(opt, '--net')
     return dict(opt)
 
 
-def build(net_opt: dict, ckpt: Path, device: str) -> torch.nn.Module:
-    net = build_network(dict(net_opt))
+@dataclass
+class Evaluated:
+    """A network ready for scoring and the ``val:`` options of its test-time protocol."""
+    net: torch.nn.Module
+    val: dict
+
+
+def build(net_opt: dict, ckpt: Path, device: str) -> Evaluated:
+    opt = dict(net_opt)
+    val = dict(opt.pop('val', None) or {})
+    net = build_model(opt)
     load_checkpoint(net, ckpt, strict=True)
-    return net.to(device).eval()
+    return Evaluated(net.to(device).eval(), val)
 
 
 def pairs_of(folder_in: Path, folder_gt: Path, what: str, limit: int | None) -> list[tuple[str, Path, Path]]:
@@ -145,18 +165,13 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def infer(net: torch.nn.Module, rgb: np.ndarray, device: str, pad_to: tuple[int, int] | None = None) -> np.ndarray:
-    """Prediction in [0,1] (H×W×3 float32, clamped). ``pad_to``: zero-pad bottom/right to that H×W first (RealBlur);
-    otherwise pad to the network's size multiple and crop back."""
+def infer(ev: Evaluated, rgb: np.ndarray, device: str, pad_to: tuple[int, int] | None = None) -> np.ndarray:
+    """Prediction in [0,1] (H×sH×3 float32, clamped) through the network's test-time protocol. ``pad_to``:
+    zero-pad bottom/right to that H×W first (RealBlur); otherwise reflect-pad to the size multiple; crop back."""
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255)[None].to(device)
-    h, w = x.shape[-2:]
-    if pad_to is not None:
-        ph, pw = max(pad_to[0], h), max(pad_to[1], w)
-        x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
-    x, _ = pad_to_multiple(x, getattr(net, 'size_multiple', 8), mode='constant' if pad_to else 'reflect')
-    y = net(x)
-    y = y[-1] if isinstance(y, (list, tuple)) else y
-    return crop_to(y, (h, w)).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    val = {**ev.val, 'pad_to': list(pad_to)} if pad_to is not None else ev.val
+    protocol = TestTimeProtocol.from_options(val, ev.net, pad_mode='constant' if pad_to else 'reflect')
+    return protocol(ev.net, x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
 
 
 def to_uint8(pred: np.ndarray) -> np.ndarray:
@@ -170,8 +185,8 @@ def complexity_cells(table: int, method: str, net_opt: dict, ctx: Context) -> tu
         return [], []
     from fke_basicsr.profile import count_macs, count_parameters
     size = ctx.complexity_size
-    opt = {**net_opt, 'sub_image': False} if net_opt.get('type') == 'DeepRFTv2' else dict(net_opt)
-    net = build_network(opt).eval()
+    opt = {k: v for k, v in net_opt.items() if k != 'val'}
+    net = build_model(opt).eval()
     macs = count_macs(net, torch.rand(1, 3, size, size)).macs_ptflops / 1e9
     params = count_parameters(net) / 1e6
     proto = f'profiler: ptflops-convention MACs at 1×3×{size}×{size} (FFTs/scans not counted); Σ numel'
@@ -208,7 +223,7 @@ def _need(ctx: Context, key: str) -> Path | None:
     return ctx.ckpts.get(key)
 
 
-def deblur_net(ctx: Context, key: str) -> tuple[torch.nn.Module, str] | None:
+def deblur_net(ctx: Context, key: str) -> tuple[Evaluated, str] | None:
     """The DeepRFTv2 of checkpoint ``key`` and its method name ('DeepRFTv2-B'), or None without a checkpoint."""
     ckpt = _need(ctx, key)
     if ckpt is None:
@@ -219,8 +234,8 @@ def deblur_net(ctx: Context, key: str) -> tuple[torch.nn.Module, str] | None:
 # ------------------------------------------------------------------------------------------- tables
 def p_t1(net_opt: dict) -> str:
     """Protocol label of Tables 1/3/6/7, naming the inference mode actually used."""
-    mode = (f"tiling {net_opt.get('sub_image_size', 512)}/{net_opt.get('overlap_size', 128)}"
-            if net_opt.get('sub_image') else 'whole image (no tiling)')
+    tile = (net_opt.get('val') or {}).get('tile')
+    mode = f"tiling {tile['size']}/{tile.get('overlap', 0)}" if tile else 'whole image (no tiling)'
     return f'P-RGB-u8 PSNR, S-3D SSIM (MATLAB); {mode}'
 
 
@@ -346,7 +361,8 @@ def table5(ctx: Context):
         scale = int(opt.get('upscale', 2))
         method = 'ATD-light+FKE' if opt.get('fke') else 'ATD-light'
         net = build(opt, ckpt, ctx.device)
-        proto = f'PSNR/SSIM on Y (BT.601, [16,235]), crop border {scale}, uint8 output'
+        protocol = TestTimeProtocol.from_options(net.val, net.net, pad_mode='reflect')
+        proto = f'PSNR/SSIM on Y (BT.601, [16,235]), crop border {scale}, uint8 output; {protocol.describe()}'
         for folder, column in SR_SETS:
             base = ctx.data_root / 'SR_benchmarks' / folder
             if not base.is_dir():
@@ -357,7 +373,7 @@ def table5(ctx: Context):
             for _, lr, hr in pairs:
                 x = torch.from_numpy(read_rgb(lr).transpose(2, 0, 1).copy()).float().div(255)[None].to(ctx.device)
                 with torch.no_grad():
-                    sr = net(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+                    sr = protocol(net.net, x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
                 pred = to_uint8(sr)[..., ::-1]  # BasicSR's Y conversion expects BGR
                 gt = read_rgb(hr)[: pred.shape[0], : pred.shape[1], ::-1]
                 psnr.append(calculate_psnr(pred, gt, crop_border=scale, test_y_channel=True))

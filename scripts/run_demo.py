@@ -83,7 +83,7 @@ def seconds_per_iter(opt: dict, threads: int, steps: int = 8, warmup: int = 2) -
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from fke_basicsr.losses.freq_loss import FreqLoss
-    from fke_basicsr.models.deblur_model import split_outputs
+    from fke_basicsr.archs.outputs import DeblurOutputs
     from fke_basicsr.ops.pyramid import gaussian_pyramid
     torch.set_num_threads(threads)
     net_opt = dict(opt['network_g'])
@@ -96,7 +96,8 @@ def seconds_per_iter(opt: dict, threads: int, steps: int = 8, warmup: int = 2) -
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        full, half = split_outputs(net(x))
+        out: DeblurOutputs = net(x)
+        full, half = out.full, out.half
         loss = sum((o - x).abs().mean() + freq(o, x) for o in full) + sum(
             (o - x_half).abs().mean() + freq(o, x_half) for o in half)
         loss.backward()
@@ -139,8 +140,7 @@ def evaluate(opt_path: str, threads: int) -> tuple[float, float, float, float]:
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from fke_basicsr.models.restoration_model import final_output
-    from fke_basicsr.tiling import crop_to, pad_to_multiple
+    from fke_basicsr.protocol import TestTimeProtocol
 
     torch.set_num_threads(threads)
     net_opt = dict(opt['network_g'])
@@ -157,9 +157,8 @@ def evaluate(opt_path: str, threads: int) -> tuple[float, float, float, float]:
         gt = cv2.imread(gt_path)
         blur = cv2.imread(osp.join(ROOT, val['dataroot_lq'], name))
         x = img2tensor(blur.astype('float32') / 255.0, bgr2rgb=True, float32=True)[None]
-        xp, size = pad_to_multiple(x, getattr(net, 'size_multiple', 8))
-        with torch.no_grad():
-            out = tensor2img(crop_to(final_output(net(xp)), size))  # clamp, RGB->BGR, uint8 (as validation)
+        with torch.no_grad():  # zero padding to the multiple, whole image: as validation
+            out = tensor2img(TestTimeProtocol.from_options(opt.get('val'), net, pad_mode='constant')(net, x))
         r = (calculate_psnr(blur, gt, 0), calculate_ssim(blur, gt, 0), calculate_psnr(out, gt, 0),
              calculate_ssim(out, gt, 0))
         rows.append(r)

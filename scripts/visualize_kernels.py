@@ -171,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     import fke_basicsr  # noqa: F401
-    from fke_basicsr.infer import image_to_tensor, load_model, read_image
+    from fke_basicsr.build import load_model, parse_sets
+    from fke_basicsr.infer import image_to_tensor, read_image
     from fke_basicsr.kernels import analyse, demo_kernel_correlation
-    from fke_basicsr.profile import parse_sets
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,15 +10,21 @@ import pytest
 import torch
 
 import fke_basicsr  # noqa: F401  (shims + registration before basicsr)
-from fke_basicsr.archs.atd_arch import (ATD, CategoryAttention, WindowAttention, _Geometry, count_parameters,
-                                        load_atd_pretrained, relative_position_index, shifted_window_mask,
-                                        symmetric_pad, window_partition, window_reverse)
+from fke_basicsr.archs.atd_arch import (ATD, CategoryAttention, WindowAttention, _Geometry, relative_position_index,
+                                        shifted_window_mask)
+from fke_basicsr.checkpoints import CheckpointMismatchError, load_checkpoint, to_official
+from fke_basicsr.profile import count_parameters
+from fke_basicsr.ops.geometry import WindowGrid
+from fke_basicsr.protocol import TestTimeProtocol
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = REPO / 'tests' / 'data' / 'official_keys'
 # A small ATD with the same structure (windows 4, tiles 16) for behaviour tests that run forwards.
 TINY = dict(embed_dim=12, depths=(2, 2), num_heads=(2, 2), window_size=4, category_size=8, num_tokens=8,
-            reducted_dim=4, convffn_kernel_size=3, tile_size=16, tile_overlap=4, fke_window=16, fke_window_overlap=4)
+            reducted_dim=4, convffn_kernel_size=3, fke_window={'size': 16, 'overlap': 4})
+# The test-time modes of the options files, as protocols (val: sections; docs/evaluation.md).
+PROTOCOLS = {'pad': dict(size_multiple=4, pad_mode='symmetric'), 'whole': dict(),
+             'tile': dict(tile=16, overlap=4, batch=16)}
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -60,8 +66,10 @@ def test_official_atd_light_checkpoint_loads_strictly():
     model.load_state_dict(sd, strict=True)
     for key in ('layers.3.residual_group.layers.4.attn_atd.scale', 'upsample.0.weight', 'patch_embed.norm.bias'):
         assert torch.equal(model.state_dict()[key], sd[key])
-    report = load_atd_pretrained(ATD(upscale=2), {'params_ema': sd})
-    assert len(report.loaded) == 683 and report.left_at_init == []
+    fresh = ATD(upscale=2)
+    result = load_checkpoint(fresh, {'params_ema': sd})
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in sd.items())
 
 
 def test_official_atd_fke_checkpoint_loads_strictly():
@@ -72,68 +80,56 @@ def test_official_atd_fke_checkpoint_loads_strictly():
     ours = model.state_dict()
     assert torch.equal(ours['ker_ests.2.proj_kernel.weight'], sd['ker_ests.2.feature_extract.intro_inp.0.weight'])
     assert torch.equal(ours['ker_ests.1.fuse.weight'], sd['ker_ests.1.deblur_feature1.0.weight'])
-    report = load_atd_pretrained(ATD(upscale=2, fke=True), {'params': {f'module.{k}': v for k, v in sd.items()}},
-                                 param_key='params')
-    assert len(report.loaded) == 989 and report.left_at_init == []
+    fresh = ATD(upscale=2, fke=True)
+    result = load_checkpoint(fresh, {'params': {f'module.{k}': v for k, v in sd.items()}}, param_key='params')
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ours.items())
+    # the registered layout is a bijection: ours -> official gives back the file's keys
+    assert set(to_official(ours, 'ATD')) == set(sd)
 
 
 def test_atd_light_weights_into_fke_model_report_fke_keys():
     sd = _official_state_dict('atd_light_x2_official_keys.txt')
     model = ATD(upscale=2, fke=True)
     before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith('ker_ests.')}
-    report = load_atd_pretrained(model, sd)
-    assert len(report.fke_left_at_init) == 306 and set(report.fke_left_at_init) == set(before)
-    assert len(report.loaded) == 683 and report.upsampler_left_at_init == []
+    result = load_checkpoint(model, sd)  # strict: only the FKE chain may be absent
+    assert len(result.missing_keys) == 306 and set(result.missing_keys) == set(before)
+    assert result.unexpected_keys == []
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # FKE untouched
     assert torch.equal(model.state_dict()['layers.1.conv.weight'], sd['layers.1.conv.weight'])
-    assert 'FKE keys left at init: 306' in str(report)
+    partial = {k: v for k, v in ATD(upscale=2, fke=True).state_dict().items() if not k.startswith('ker_ests.3.')}
+    with pytest.raises(CheckpointMismatchError, match='missing'):  # some FKE keys but not all: strict again
+        load_checkpoint(ATD(upscale=2, fke=True), partial)
 
 
 def test_x2_to_x3_finetune_loads_all_but_upsampler():
     x2 = ATD(upscale=2, fke=True)
     x3 = ATD(upscale=3, fke=True)
-    report = load_atd_pretrained(x3, {'params': x2.state_dict()})
-    assert [k for k, _, _ in report.upsampler_left_at_init] == ['upsample.0.weight', 'upsample.0.bias']
-    assert report.upsampler_left_at_init[0][1:] == ((12, 48, 3, 3), (27, 48, 3, 3))
-    assert report.fke_left_at_init == [] and len(report.loaded) == 989 - 2
-    sd2, sd3 = x2.state_dict(), x3.state_dict()
-    assert all(torch.equal(sd2[k], sd3[k]) for k in report.loaded)
+    with pytest.raises(CheckpointMismatchError, match=r'upsample.0.weight: checkpoint \(12, 48, 3, 3\) vs model '
+                                                      r'\(27, 48, 3, 3\)'):
+        load_checkpoint(x3, {'params': x2.state_dict()}, strict=False)  # shapes never load silently
+    # the finetune recipe: everything but the rescaled upsampler, which stays at init
+    body = {k: v for k, v in x2.state_dict().items() if not k.startswith('upsample.')}
+    result = load_checkpoint(x3, {'params': body}, strict=False)
+    assert result.missing_keys == ['upsample.0.weight', 'upsample.0.bias'] and len(body) == 989 - 2
+    sd3 = x3.state_dict()
+    assert all(torch.equal(v, sd3[k]) for k, v in body.items())
 
 
 def test_loading_errors_are_readable():
     fke_sd = ATD(**TINY, fke=True).state_dict()
-    with pytest.raises(ValueError, match='fke: false'):
-        load_atd_pretrained(ATD(**TINY), fke_sd)
-    with pytest.raises(ValueError, match='missing'):
-        load_atd_pretrained(ATD(**TINY, fke=True), ATD(**TINY).state_dict(), allow_missing_fke=False)
-    with pytest.raises(ValueError, match='shape'):
-        load_atd_pretrained(ATD(**TINY, upscale=3), ATD(**TINY).state_dict(), allow_upsampler_change=False)
-    with pytest.raises(ValueError, match='test_mode'):
-        ATD(test_mode='tiles')
+    with pytest.raises(CheckpointMismatchError, match=r'(?s)unknown keys.*ker_ests.*fke\)'):
+        load_checkpoint(ATD(**TINY), fke_sd)
+    no_conv = {k: v for k, v in ATD(**TINY).state_dict().items() if not k.startswith('conv_first.')}
+    with pytest.raises(CheckpointMismatchError, match='missing keys.*conv_first'):
+        load_checkpoint(ATD(**TINY, fke=True), no_conv)
+    with pytest.raises(CheckpointMismatchError, match='shape'):
+        load_checkpoint(ATD(**TINY, upscale=3), ATD(**TINY).state_dict())
     with pytest.raises(ValueError, match='upsampler'):
         ATD(upsampler='pixelshuffle')
 
 
 # ----------------------------------------------------------------------------------------------- geometry
-def test_symmetric_pad_matches_numpy():
-    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
-    ref = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 3), (0, 1)), mode='symmetric')
-    assert torch.equal(symmetric_pad(x, 8)[..., :, :8], torch.from_numpy(ref)[..., :, :8])
-    assert symmetric_pad(torch.rand(1, 1, 3, 2), 16).shape[-2:] == (16, 16)  # shorter than its padding
-
-
-@pytest.mark.parametrize('h,w', [(8, 12), (10, 13), (4, 7)])
-def test_window_partition_against_loops(h, w):
-    ws = 4
-    x = torch.randn(2, h, w, 3)
-    win = window_partition(x, ws)
-    rows = list(range(0, h - ws + 1, ws)) + ([h - ws] if h % ws else [])
-    cols = list(range(0, w - ws + 1, ws)) + ([w - ws] if w % ws else [])
-    ref = torch.stack([x[:, r:r + ws, c:c + ws].reshape(2, ws * ws, 3) for r in rows for c in cols], 1)
-    assert torch.equal(win, ref)
-    assert torch.equal(window_reverse(win, ws, h, w), x)
-
-
 def _ref_window_attention(mod: WindowAttention, qkv: torch.Tensor, h: int, w: int, shift: int) -> torch.Tensor:
     """Loop reference: per window, dense attention with explicit bias/mask; edge windows own only the remainder."""
     b, _, c3 = qkv.shape
@@ -182,7 +178,7 @@ def test_window_attention_against_loop_reference(h, w, shift):
     with torch.no_grad():
         mod.relative_position_bias_table.normal_()
     qkv = torch.randn(2, h * w, 24)
-    geo = _Geometry((h, w), shifted_window_mask(h, w, 4, 2), relative_position_index(4))
+    geo = _Geometry((h, w), WindowGrid(h, w, 4), shifted_window_mask(h, w, 4, 2), relative_position_index(4))
     with torch.no_grad():
         torch.testing.assert_close(mod(qkv, geo, shift), _ref_window_attention(mod, qkv, h, w, shift),
                                    rtol=1e-5, atol=1e-5)
@@ -219,60 +215,65 @@ def test_category_attention_against_loop_reference(n, group):
 
 
 # ----------------------------------------------------------------------------------------------- forward
-@pytest.mark.parametrize('scale,fke,mode', [(2, False, 'pad'), (4, True, 'tile')])
-def test_full_model_shapes_non_multiple_batch2(scale, fke, mode):
-    model = ATD(upscale=scale, fke=fke, test_mode=mode).eval()
+@pytest.mark.parametrize('scale,fke,val', [(2, False, {'size_multiple': 16, 'pad_mode': 'symmetric'}),
+                                           (4, True, {'tile': {'size': 64, 'overlap': 16}})])
+def test_full_model_shapes_non_multiple_batch2(scale, fke, val):
+    model = ATD(upscale=scale, fke=fke).eval()
     x = torch.rand(2, 3, 11, 13)  # one 16×16 window after padding: cheap on CPU
     with torch.no_grad():
-        y = model(x)
+        y = TestTimeProtocol.from_options(val, model)(model, x)
     assert y.shape == (2, 3, 11 * scale, 13 * scale) and torch.isfinite(y).all()
 
 
-def _tiny(fke: bool, mode: str, scale: int = 2, seed: int = 0) -> ATD:
+def _tiny(fke: bool, scale: int = 2, seed: int = 0) -> ATD:
     torch.manual_seed(seed)
-    return ATD(upscale=scale, fke=fke, test_mode=mode, **TINY).eval()
+    return ATD(upscale=scale, fke=fke, **TINY).eval()
+
+
+def _run(model: ATD, mode: str, x: torch.Tensor) -> torch.Tensor:
+    return TestTimeProtocol(scale=model.upscale, **PROTOCOLS[mode])(model, x)
 
 
 @pytest.mark.parametrize('fke', [False, True])
 @pytest.mark.parametrize('mode', ['pad', 'whole', 'tile'])
 def test_batch_equals_per_sample(fke, mode):
-    model = _tiny(fke, mode)
+    model = _tiny(fke)
     x = torch.rand(2, 3, 19, 22)  # not a multiple of the window (4); several 16-tiles
     with torch.no_grad():
-        y = model(x)
-        singles = torch.cat([model(x[i:i + 1]) for i in range(2)])
+        y = _run(model, mode, x)
+        singles = torch.cat([_run(model, mode, x[i:i + 1]) for i in range(2)])
     assert y.shape == (2, 3, 38, 44)
     torch.testing.assert_close(y, singles, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('fke', [False, True])
 def test_tile_equals_whole_when_image_fits_one_tile(fke):
-    whole, tile = _tiny(fke, 'whole'), _tiny(fke, 'tile')
-    tile.load_state_dict(whole.state_dict())
+    model = _tiny(fke)
     x = torch.rand(2, 3, 14, 15)  # <= tile size 16: a single tile, no blending
     with torch.no_grad():
-        torch.testing.assert_close(tile(x), whole(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(_run(model, 'tile', x), _run(model, 'whole', x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(x), _run(model, 'whole', x), rtol=0, atol=0)
 
 
 def test_pad_equals_whole_on_window_multiples_and_differs_otherwise():
-    pad, whole = _tiny(False, 'pad'), _tiny(False, 'whole')
-    whole.load_state_dict(pad.state_dict())
+    model = _tiny(False)
     x = torch.rand(1, 3, 12, 16)
     with torch.no_grad():
-        assert torch.equal(pad(x), whole(x))
+        assert torch.equal(_run(model, 'pad', x), _run(model, 'whole', x))
         x = torch.rand(1, 3, 10, 13)
-        assert not torch.allclose(pad(x), whole(x))
+        assert not torch.allclose(_run(model, 'pad', x), _run(model, 'whole', x))
         x = torch.rand(2, 3, 3, 2)  # below one window: 'whole' falls back to the mirror padding
-        assert torch.equal(pad(x), whole(x)) and pad(x).shape == (2, 3, 6, 4)
+        pad = _run(model, 'pad', x)
+        assert torch.equal(pad, _run(model, 'whole', x)) and pad.shape == (2, 3, 6, 4)
 
 
 def test_tile_mode_matches_manual_tiling_of_whole_image_features():
-    from fke_basicsr.tiling import TileGrid
+    from fke_basicsr.ops.geometry import TileGrid
 
-    model = _tiny(True, 'tile', scale=3)
+    model = _tiny(True, scale=3)
     x = torch.rand(1, 3, 21, 30)
     with torch.no_grad():
-        y = model(x)
+        y = _run(model, 'tile', x)
         mean = model.mean
         feat = model.conv_first(x - mean)  # conv_first sees the whole image, tiles start after it
         grid = TileGrid((21, 30), 16, 4)
@@ -285,14 +286,12 @@ def test_tile_mode_matches_manual_tiling_of_whole_image_features():
     torch.testing.assert_close(y, out + mean, rtol=1e-5, atol=1e-5)
 
 
-def test_training_forward_ignores_tiling_and_backpropagates():
-    model = _tiny(True, 'tile').train()
-    x = torch.rand(2, 3, 20, 20, requires_grad=True)  # larger than a tile: training still runs it whole
+def test_training_forward_runs_the_whole_patch_and_backpropagates():
+    model = _tiny(True).train()
+    x = torch.rand(2, 3, 20, 20, requires_grad=True)  # larger than a tile: the network itself never tiles
     y = model(x)
-    ref = _tiny(True, 'whole')
-    ref.load_state_dict(model.state_dict())
-    ref.train()
-    torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
+    feat = model.conv_first(x - model.mean)
+    torch.testing.assert_close(y, model._reconstruct(feat) + model.mean, rtol=1e-5, atol=1e-5)
     y.mean().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith('ker_ests.1.'))
     ckpt = ATD(upscale=2, fke=True, use_checkpoint=True, **TINY).train()  # activation checkpointing: same grads
@@ -350,7 +349,7 @@ def test_two_training_iterations_from_yaml(tmp_path, yml):
                                                                  opt['train']['warmup_iter'])
     assert not torch.equal(start['conv_first.weight'], net.state_dict()['conv_first.weight'])
     model.feed_data({'lq': batch['lq'][:1, :, :13, :11]})
-    model.test()  # EMA network, eval geometry of the YAML (tile for FKE, pad otherwise)
+    model.test()  # EMA network, eval protocol of the YAML's val: (tile for FKE, symmetric pad otherwise)
     assert model.output.shape == (1, 3, 13 * scale, 11 * scale)
 
 
@@ -367,6 +366,7 @@ def test_yaml_recipes_are_consistent():
         assert opt['datasets']['train']['gt_size'] == 64 * s and f'X{s}' in opt['datasets']['train']['dataroot_lq']
         assert tr['optim_g']['type'] == 'AdamW' and tr['optim_g']['betas'] == [0.9, 0.9] and tr['ema_decay'] == 0.999
         assert all(m['crop_border'] == s and m['test_y_channel'] for m in opt['val']['metrics'].values())
+        _assert_eval_protocol(opt, net['fke'])
         if 'finetune' in path.name:
             assert (tr['total_iter'], float(tr['optim_g']['lr']), tr['warmup_iter']) == (250_000, 2e-4, 10_000)
             assert opt['path']['strict_load_g'] is False and 'SRx2_scratch' in opt['path']['pretrain_network_g']
@@ -381,4 +381,15 @@ def test_yaml_recipes_are_consistent():
         assert names == ['Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109']
         assert all(d['dataroot_lq'].endswith(f'LR_bicubic/X{s}') for d in opt['datasets'].values())
         assert all(m['crop_border'] == s and m['test_y_channel'] for m in opt['val']['metrics'].values())
+        _assert_eval_protocol(opt, opt['network_g']['fke'])
         assert 'Table 5' in path.read_text()[:400]
+
+
+def _assert_eval_protocol(opt: dict, fke: bool) -> None:
+    """FKE models: DeepRFTv2's 64/16 feature tiles; plain ATD-light: the original mirror padding to 16."""
+    val = opt['val']
+    if fke:
+        assert val['tile'] == {'size': 64, 'overlap': 16, 'batch': 16} and 'size_multiple' not in val
+    else:
+        assert 'tile' not in val and (val['size_multiple'], val['pad_mode']) == (16, 'symmetric')
+    assert not {'test_mode', 'tile_size', 'tile_overlap', 'tile_batch'} & set(opt['network_g'])

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fke_basicsr.archs.blocks import (BLOCK_KINDS, EVSS, EVSS2D, LayerNorm2d, LocalAvgPool2d, LocalNAFBlock,
                                       LocalNAFEVSBlock, NAFBlock, NAFEVSBlock, ResBlock, SimpleGate, VSBlock,
-                                      WindowGrid, build_block, set_scan_backend, window_merge, window_partition)
+                                      build_block, set_scan_backend)
 
 torch.set_num_threads(2)
 
@@ -256,21 +256,6 @@ def test_evss2d_windowed_scan():
     assert not torch.allclose(m(x), evss2d_ref(m, x), atol=1e-4)
     big = randomize(EVSS2D(8, window=16), std=0.2)
     torch.testing.assert_close(big(x), evss2d_ref(big, x), rtol=1e-4, atol=1e-5)
-
-
-def test_window_grid_partition():
-    x = torch.arange(2 * 10 * 7, dtype=torch.float32).view(2, 1, 10, 7)
-    wins, grid = window_partition(x, 4)
-    assert grid.rows == [0, 4, 6] and grid.cols == [0, 3]
-    assert wins.shape == (2 * 3 * 2, 1, 4, 4)
-    torch.testing.assert_close(window_merge(wins, grid), x)
-    # each pixel comes from its owner: full windows, and the snapped window only for the remainder
-    tag = torch.cat([torch.full((2, 1, 4, 4), float(k)) for k in range(6)])
-    owner = window_merge(tag, grid)[0, 0]
-    assert owner[0:4, 0:4].eq(0).all() and owner[0:4, 4:7].eq(1).all()
-    assert owner[4:8, 0:4].eq(2).all() and owner[8:10, 0:4].eq(4).all() and owner[8:10, 4:].eq(5).all()
-    g = WindowGrid(5, 5, 8)  # window larger than the map: clamped, one window
-    assert g.window == (5, 5) and g.num_windows == 1
 
 
 def test_nafevs_orientation_matches_reference():

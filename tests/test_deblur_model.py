@@ -207,7 +207,7 @@ def test_validation_pads_to_multiple_and_tiles(tmp_path):
     assert model.output.shape == lq.shape and model.net_g.training
     net = model.net_g.eval()
     with torch.no_grad():
-        ref = net(F.pad(lq, (0, 4, 0, 4)))[..., :36, :44]  # zero padding at the bottom/right (authors')
+        ref = net(F.pad(lq, (0, 4, 0, 4))).full[-1][..., :36, :44]  # zero padding at the bottom/right (authors')
     net.train()
     assert torch.allclose(model.output, ref, atol=1e-6)
     tiled_opt = make_opt(tmp_path)
@@ -216,6 +216,12 @@ def test_validation_pads_to_multiple_and_tiles(tmp_path):
     tiled.feed_data({'lq': lq})
     tiled.test()
     assert tiled.output.shape == lq.shape and torch.isfinite(tiled.output).all()
+    # val.tile: the authors' tiles of the whole-image pyramid (fke_basicsr.protocol), on the zero-padded image
+    from fke_basicsr.protocol import TestTimeProtocol
+    tnet = tiled.net_g.eval()
+    with torch.no_grad():
+        ref = TestTimeProtocol(size_multiple=8, pad_mode='constant', tile=32, overlap=8)(tnet, lq)
+    assert torch.allclose(tiled.output, ref, atol=1e-6)
 
 
 def test_checkpoints_atomic_and_weights_only_loadable(tmp_path):

@@ -1,4 +1,5 @@
-"""DeepRFTv2 arch (docs/architecture.md): exact sizes, outputs, eval/tiling/padding, reversible == plain."""
+"""DeepRFTv2 arch: exact sizes, one output type in training and eval, input checks, reversible == plain.
+(Test-time padding and tiling: tests/test_protocol.py.)"""
 from __future__ import annotations
 
 import time
@@ -9,7 +10,8 @@ import torch
 import fke_basicsr  # noqa: F401  (shims + registration)
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
-from fke_basicsr.archs.deeprftv2_arch import DeblurOutputs, DeepRFTv2
+from fke_basicsr.archs.deeprftv2_arch import DeepRFTv2
+from fke_basicsr.archs.outputs import DeblurOutputs, levels, prediction
 from fke_basicsr.ops.pyramid import gaussian_pyramid
 
 # A reduced -S (same wiring, fewer/narrower blocks) keeps the CPU tests fast.
@@ -120,7 +122,8 @@ def test_outputs_are_heads_and_fke_images_in_spec_order():
     assert torch.equal(out.full[3], captured[3][1].image)
 
 
-def test_eval_returns_the_last_training_output():
+def test_eval_returns_the_same_outputs_as_training():
+    """One output type: DeblurOutputs in both modes; prediction() is the last full-resolution image."""
     net = perturb_(small())
     x = torch.rand(2, 3, 32, 48)
     net.train()
@@ -128,72 +131,38 @@ def test_eval_returns_the_last_training_output():
         train_out = net(x)
     net.eval()
     with torch.no_grad():
-        pred = net(x)
-        net.return_all = True
         every = net(x)
-    assert isinstance(pred, torch.Tensor) and pred.shape == (2, 3, 32, 48)
+    assert isinstance(every, DeblurOutputs) and isinstance(train_out, DeblurOutputs)
+    pred = prediction(every)
+    assert isinstance(pred, torch.Tensor) and pred.shape == (2, 3, 32, 48) and pred is every.prediction
     assert torch.equal(pred, train_out.full[-1])
     assert all(torch.equal(a, b) for a, b in zip(every.full + every.half, train_out.full + train_out.half))
+    groups = levels(every)
+    assert [len(g) for g in groups] == [4, 4] and groups[1][0].shape == (2, 3, 16, 24)
+    assert levels(pred) == [[pred]] and prediction(pred) is pred
+    with pytest.raises(ValueError, match='DeblurOutputs'):
+        prediction([pred])
 
 
 def test_batch_items_are_independent():
     net = perturb_(small()).eval()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        both = net(x)
-        single = torch.cat([net(x[:1]), net(x[1:])])
+        both = prediction(net(x))
+        single = torch.cat([prediction(net(x[:1])), prediction(net(x[1:]))])
     torch.testing.assert_close(both, single, rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------- tiling
-def test_sub_image_with_a_tile_covering_the_image_equals_no_tiling():
-    net = perturb_(small()).eval()
-    x = torch.rand(2, 3, 32, 48)
-    with torch.no_grad():
-        ref = net(x)
-        net.sub_image, net.sub_image_size, net.overlap_size = True, 48, 16
-        tiled = net(x)
-    assert torch.equal(tiled, ref)
-
-
-def test_sub_image_tiles_cut_from_the_full_pyramid_and_blended():
-    """Tiles of 32 (mid scale: 16) overlapping by 16 over a 32x64 image: 3 tiles at x = 0, 16, 32. Where one tile
-    alone covers the output (x < 16, x >= 48) it must equal that tile run alone on the crops of the *full-image*
-    pyramid (not on a pyramid of the crop)."""
-    net = perturb_(small()).eval()
-    net.sub_image, net.sub_image_size, net.overlap_size = True, 32, 16
-    x = torch.rand(2, 3, 32, 64)
-    with torch.no_grad():
-        tiled = net(x)
-        b1, b2 = gaussian_pyramid(x, 2)
-        first = net.forward_pyramid([b1[..., 0:32], b2[..., 0:16]]).full[-1]
-        last = net.forward_pyramid([b1[..., 32:64], b2[..., 16:32]]).full[-1]
-    assert tiled.shape == x.shape and torch.isfinite(tiled).all()
-    torch.testing.assert_close(tiled[..., :16], first[..., :16], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(tiled[..., 48:], last[..., 16:], rtol=1e-5, atol=1e-6)
-    # return_all re-assembles every output, the half-resolution ones on the half-size grid
-    net.return_all = True
-    with torch.no_grad():
-        every = net(torch.zeros(1, 3, 32, 64))
-    assert len(every.full) == 4 and len(every.half) == 4 and every.half[0].shape == (1, 3, 16, 32)
-
-
-# ---------------------------------------------------------------------------------------------- sizes / padding
-def test_non_divisible_input_raises_and_pad_input_crops_back():
+# ---------------------------------------------------------------------------------------------- sizes
+def test_non_divisible_input_raises_and_names_the_protocol():
     net = perturb_(small()).eval()
     x = torch.rand(1, 3, 30, 45)
-    with pytest.raises(ValueError, match=r'30x45.*multiple of 8'):
+    with pytest.raises(ValueError, match=r'30x45.*multiple of 8.*TestTimeProtocol'):
         net(x)
-    net.pad_input, net.pad_mode = True, 'zeros'
-    with torch.no_grad():
-        y = net(x)
-        ref = net(torch.nn.functional.pad(x, (0, 3, 0, 2)))[..., :30, :45]
-    assert y.shape == x.shape and torch.equal(y, ref)
-    net.pad_mode = 'reflect'
     net.train()
-    out = net(x)
-    assert [t.shape[-2:] for t in out.full] == [(30, 45)] * 4
-    assert [t.shape[-2:] for t in out.half] == [(15, 22)] * 4
+    out = net(torch.rand(1, 3, 32, 48))
+    assert [t.shape[-2:] for t in out.full] == [(32, 48)] * 4
+    assert [t.shape[-2:] for t in out.half] == [(16, 24)] * 4
 
 
 # ---------------------------------------------------------------------------------------------- reversible
@@ -250,7 +219,7 @@ def test_full_size_s_training_step_is_quick():
 def test_b_full_size_forward_small_image():
     net = DeepRFTv2(variant='B').eval()
     with torch.no_grad():
-        y = net(torch.rand(1, 3, 32, 32))
+        y = prediction(net(torch.rand(1, 3, 32, 32)))
     assert y.shape == (1, 3, 32, 32) and torch.isfinite(y).all()
 
 
@@ -265,7 +234,7 @@ def test_without_fke_the_decoder_feature_takes_its_place():
     net.eval()
     with torch.no_grad():
         x = torch.rand(1, 3, 32, 32)
-        assert torch.equal(net(x), net.train()(x).full[-1])
+        assert torch.equal(prediction(net(x)), net.train()(x).full[-1])
 
 
 def test_single_scale_and_three_columns():
@@ -290,17 +259,17 @@ def test_block_kinds_per_part_and_local_blocks():
 
 def test_fke_window_reaches_the_estimators_and_runs_in_train_and_eval():
     """DPDD-style FKE windows: max-scale FKEs get the window, mid-scale ones half of it."""
-    net = perturb_(small(fke_window=[16, 16], fke_window_overlap=8, sub_image_size=[32, 64], overlap_size=[0, 16]))
+    net = perturb_(small(fke_window={'size': [16, 16], 'overlap': 8}))
     assert [f.window for f in net.fke_max] == [(16, 16)] * 2 and net.fke_max[0].window_overlap == (8, 8)
     assert [f.window for f in net.fke_mid] == [(8, 8)] * 2 and net.fke_mid[1].window_overlap == (4, 4)
     x = torch.rand(1, 3, 32, 48)
     out = net.train()(x)
     assert all(torch.isfinite(t).all() for t in [*out.full, *out.half])
     with torch.no_grad():
-        windowed = net.eval()(x)
+        windowed = prediction(net.eval()(x))
         for f in [*net.fke_max, *net.fke_mid]:
             f.window = None
-        whole = net(x)
+        whole = prediction(net(x))
     assert windowed.shape == whole.shape and not torch.allclose(windowed, whole)
 
 
@@ -313,14 +282,12 @@ def test_fke_window_reaches_the_estimators_and_runs_in_train_and_eval():
     (dict(max_enc_block_types=['naf', 'naf']), 'expected 3 block names'),
     (dict(mid_block_types='localnaf'), 'train_size'),
     (dict(save_memory_encoder=[True]), 'save_memory_encoder'),
-    (dict(sub_image_size=100), 'sub_image_size'),
-    (dict(overlap_size=31), 'overlap_size'),
     (dict(fke_window=33), 'fke_window'),
     (dict(width=0), 'width'),
-    (dict(pad_mode='wrap'), 'pad_mode'),
-    (dict(out_channels=1), 'out_channels'),
-    (dict(sub_image_size=[64, 60]), 'sub_image_size'),
     (dict(fke_window=[16, 0]), 'fke_window'),
+    (dict(fke_window={'size': 16, 'overlap': 3}), 'fke_window.overlap'),
+    (dict(fke_window={'size': 16, 'overlap': 16}), 'fke_window'),
+    (dict(fke_window={'window': 16}), 'fke_window'),
 ])
 def test_bad_options_raise_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):

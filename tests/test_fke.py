@@ -418,7 +418,7 @@ def test_window_at_least_map_size_does_not_tile(training):
 
 
 def test_eval_tiling_is_blended_overlapping_tiles():
-    from fke_basicsr.tiling import TileGrid
+    from fke_basicsr.ops.geometry import TileGrid
     m = make(10, window=6, window_overlap=2)
     m.eval()
     feat = torch.randn(1, 8, 10, 8)

@@ -6,6 +6,8 @@ import torch
 import yaml
 
 import fke_basicsr  # noqa: F401
+from fke_basicsr.archs.outputs import prediction
+from fke_basicsr.checkpoints import CheckpointMismatchError, load_checkpoint
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -39,13 +41,13 @@ def test_attach_builds_trains_and_keeps_output_shape(name):
     x = torch.rand(2, 3, size, size)
     net.eval(), base.eval()
     with torch.no_grad():
-        assert net(x).shape == base(x).shape
+        assert prediction(net(x)).shape == prediction(base(x)).shape
     net.train()
     optim = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
     fke_before = [p.detach().clone() for n, p in net.named_parameters() if '.fke.' in n]
     for _ in range(2):
         out = net(x)
-        out = out.full[-1] if hasattr(out, 'full') else out
+        out = prediction(out)
         loss = (out - torch.rand_like(out)).abs().mean()
         optim.zero_grad()
         loss.backward()
@@ -58,10 +60,13 @@ def test_attach_builds_trains_and_keeps_output_shape(name):
 def test_plain_base_checkpoint_loads_and_reports_fke_keys():
     net, opt = build('EDSR', 'at: ["body.0", "body.1"]')
     base = build_network(dict(opt['base']))
-    net.load_state_dict(base.state_dict(), strict=True)
-    report = net.last_load_report
-    assert not report['missing'] and not report['unexpected']
-    assert report['fke_left_at_init'] and all('.fke.' in k for k in report['fke_left_at_init'])
+    fke_before = {k: v.clone() for k, v in net.state_dict().items() if '.fke.' in k}
+    result = load_checkpoint(net, {'params': base.state_dict()})  # strict: only the FKEs may be absent
+    assert not result.unexpected_keys and set(result.missing_keys) == set(fke_before) and fke_before
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in fke_before.items())
+    missing_base = {k: v for k, v in base.state_dict().items() if not k.startswith('conv_last.')}
+    with pytest.raises(CheckpointMismatchError, match='missing'):
+        load_checkpoint(build('EDSR', 'at: ["body.0", "body.1"]')[0], missing_base)
     x = torch.rand(1, 3, 12, 12)
     torch.testing.assert_close(net.base.body[0].inner(base.conv_first(x)), base.body[0](base.conv_first(x)))
     # our own layout round-trips strictly

@@ -13,7 +13,9 @@ from torch import nn
 import fke_basicsr  # noqa: F401
 from fke_basicsr import infer
 from fke_basicsr.profile import build_model
-from fke_basicsr.tiling import TileGrid
+from fke_basicsr.archs.outputs import prediction
+from fke_basicsr.ops.geometry import TileGrid
+from fke_basicsr.ops.pyramid import gaussian_pyramid
 
 TINY = {'type': 'DeepRFTv2', 'variant': 'S', 'width': 8, 'enc_blocks': [1, 1, 1], 'dec_blocks': [1, 1, 1],
         'fke_width': 8}
@@ -47,13 +49,14 @@ def test_tiled_vs_whole_deeprftv2():
     """DeepRFTv2 is global (FKE spectra, SCA pooling, scans), so each tile's output differs from the whole-image
     output; the blend is a convex combination of the tiles covering a pixel (non-negative weights summing to 1),
     so the documented tolerance is: at every pixel the tiled result lies between the smallest and the largest
-    output of those tiles, hence |tiled − whole| ≤ max over covering tiles |tile output − whole|.
-    One tile covering the image reproduces the whole-image output exactly."""
+    output of those tiles, hence |tiled − whole| ≤ max over covering tiles |tile output − whole|. The tiles are
+    cut from the whole-image pyramid, as in evaluation. One tile covering the image reproduces the whole-image
+    output exactly."""
     torch.manual_seed(0)
     model = build_model(TINY).eval()
     x = torch.rand(1, 3, 40, 72)
     with torch.no_grad():
-        whole = model(x)
+        whole = prediction(model(x))
     single = infer.Restorer(model, tile=128, overlap=32, log=lambda s: None)(x)
     torch.testing.assert_close(single, whole, rtol=0, atol=0)
 
@@ -63,7 +66,9 @@ def test_tiled_vs_whole_deeprftv2():
     hi = torch.full_like(whole, -float('inf'))
     with torch.no_grad():
         for r, c, h, w in grid.boxes():
-            out = model(x[..., r:r + h, c:c + w])
+            b1, b2 = gaussian_pyramid(x, 2)
+            out = model.forward_pyramid([b1[..., r:r + h, c:c + w],
+                                         b2[..., r // 2:(r + h) // 2, c // 2:(c + w) // 2]]).full[-1]
             lo[..., r:r + h, c:c + w] = torch.minimum(lo[..., r:r + h, c:c + w], out)
             hi[..., r:r + h, c:c + w] = torch.maximum(hi[..., r:r + h, c:c + w], out)
     assert bool(((tiled >= lo - 1e-5) & (tiled <= hi + 1e-5)).all())

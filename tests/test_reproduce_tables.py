@@ -16,7 +16,7 @@ from fixtures import datasets as fx
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {'type': 'DeepRFTv2', 'variant': 'S', 'width': 8, 'enc_blocks': [1, 1, 1], 'dec_blocks': [1, 1, 1],
-        'fke_width': 8, 'num_columns': 1, 'sub_image': False}
+        'fke_width': 8, 'num_columns': 1}
 
 
 def _load(path: Path, name: str):
@@ -52,7 +52,7 @@ def test_tables_1_to_4_on_fixtures(tmp_path, monkeypatch):
     out = tmp_path / 'tables'
     argv = ['--data-root', str(data), '--out', str(out), '--tables', '1,2,3,4,6', '--device', 'cpu',
             '--realblur-pad', '48', '40', '--limit', '3', '--complexity-size', '32']
-    tiled = {**TINY, 'sub_image': True, 'sub_image_size': 32, 'overlap_size': 16}  # GoPro/REDS protocol: tiling
+    tiled = {**TINY, 'val': {'tile': {'size': 32, 'overlap': 16}}}  # GoPro/REDS protocol: tiling
     for k in keys:
         net = tiled if k in ('gopro', 'reds') else TINY
         argv += ['--ckpt', f'{k}={ckpt}', '--net', f'{k}={json.dumps(net)}']

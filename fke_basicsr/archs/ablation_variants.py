@@ -14,20 +14,21 @@ The options DeepRFTv2 itself should gain to make this class unnecessary are list
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from fke_basicsr.archs.blocks import LayerNorm2d
-from fke_basicsr.archs.deeprftv2_arch import _DEFAULTS, VARIANTS, DeblurOutputs, Decoder, DeepRFTv2, Encoder
+from fke_basicsr.archs.deeprftv2_arch import Decoder, DeepRFTv2, Encoder
+from fke_basicsr.archs.outputs import DeblurOutputs
 from fke_basicsr.archs.fke import FKEOutput, FourierKernelEstimator
 from fke_basicsr.ops.fft import irfft2, rfft2
 from fke_basicsr.ops.pyramid import gaussian_pyramid
 from fke_basicsr.registry import register
 
-__all__ = ['FKE_DOMAINS', 'FKE_COMBINES', 'FKE_INPUTS', 'AblationFKE', 'build_fke', 'MultiScaleOutputs',
+__all__ = ['FKE_DOMAINS', 'FKE_COMBINES', 'FKE_INPUTS', 'AblationFKE',
            'MultiScaleInputEncoder', 'MultiScaleOutputDecoder', 'DeepRFTv2Ablation']
 
 FKE_DOMAINS = ('fourier', 'spatial')
@@ -150,28 +151,10 @@ def _strip_activations(module: nn.Module) -> int:
     return count
 
 
-def build_fke(mode: str = 'fourier', **kwargs: Any) -> FourierKernelEstimator:
-    """FKE factory by name: 'fourier' (stock), 'spatial', 'fourier_noact', 'fourier_add' (Table 7 rows 8, 2, 3,
-    7); extra AblationFKE options (kernel_input, cross_skip, ...) may be given as keyword arguments."""
-    presets = {'fourier': {}, 'spatial': dict(domain='spatial'), 'fourier_noact': dict(act=False),
-               'fourier_add': dict(combine='add')}
-    if mode not in presets:
-        raise ValueError(f'mode: expected one of {sorted(presets)}, got {mode!r}')
-    options = {**presets[mode], **{k: kwargs.pop(k) for k in list(kwargs)
-                                   if k in ('domain', 'act', 'combine', 'kernel_input', 'cross_skip')}}
-    if not options:
-        return FourierKernelEstimator(**kwargs)
-    return AblationFKE(**kwargs, **options)
+_STOCK_FKE = dict(domain='fourier', act=True, combine='mul', kernel_input='d1', cross_skip=True)
 
 
 # ------------------------------------------------------------------------------------------------ MIMO-UNet
-class MultiScaleOutputs(NamedTuple):
-    """DeblurOutputs plus the quarter-resolution images of a MIMO-UNet (one per column)."""
-    full: list[Tensor]
-    half: list[Tensor]
-    quarter: list[Tensor]
-
-
 def _conv3x3(c_in: int, c_out: int, bias: bool) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
 
@@ -223,7 +206,7 @@ class DeepRFTv2Ablation(DeepRFTv2):
 
     Extra args:
         mimo: MIMO-UNet (Fig. 3 c): needs ``mid_scale=False``; multi-scale inputs at every encoder level and one
-            extra image per coarser resolution (``half`` and ``quarter`` of :class:`MultiScaleOutputs`).
+            extra image per coarser resolution (``half`` and ``quarter`` of :class:`DeblurOutputs`).
         fke_domain, fke_act, fke_combine, fke_input, fke_cross_skip: :class:`AblationFKE`'s domain, act,
             combine, kernel_input, cross_skip for every FKE (defaults = the stock FKE).
     Every other argument is DeepRFTv2's.
@@ -231,79 +214,47 @@ class DeepRFTv2Ablation(DeepRFTv2):
 
     def __init__(self, *args: Any, mimo: bool = False, fke_domain: str = 'fourier', fke_act: bool = True,
                  fke_combine: str = 'mul', fke_input: str = 'd1', fke_cross_skip: bool = True, **kwargs: Any):
-        super().__init__(*args, **kwargs)
         if not isinstance(mimo, bool):
             raise ValueError(f'mimo: expected a bool, got {mimo!r}')
-        if mimo and self.mid_scale:
+        if mimo and kwargs.get('mid_scale', True):
             raise ValueError('mimo: MIMO-UNet is a single-scale-branch UNet with pyramid inputs/outputs; '
                              'set mid_scale: false with mimo: true')
-        self.mimo = mimo
         ablation = dict(domain=fke_domain, act=fke_act, combine=fke_combine, kernel_input=fke_input,
                         cross_skip=fke_cross_skip)
-        self.fke_options = ablation
-        stock = ablation == dict(domain='fourier', act=True, combine='mul', kernel_input='d1', cross_skip=True)
-        if not self.use_fke and not stock:
+        stock = ablation == _STOCK_FKE
+        if not kwargs.get('fke', True) and not stock:
             raise ValueError(f'fke: the FKE options {ablation} need fke: true')
-        if mimo:
-            self._make_mimo(kwargs.get('out_channels', 3))
-        if self.use_fke and not stock:
-            variant = args[0] if args else kwargs.get('variant', 'B')
-            block = kwargs.get('fke_block') or {**_DEFAULTS, **(VARIANTS[variant] if variant else {})}['fke_block']
-            for name in ('fke_max', 'fke_mid'):
-                if hasattr(self, name):
-                    setattr(self, name, nn.ModuleList([self._ablation_fke(f, block, ablation)
-                                                       for f in getattr(self, name)]))
-        if fke_input != 'd1':
-            self._hook_sources(fke_input)
+        # read by the construction hooks below, which DeepRFTv2.__init__ calls: the variants are built directly
+        self._variant_options = dict(mimo=mimo, fke=None if stock else ablation)
+        super().__init__(*args, **kwargs)
+        self.mimo = mimo
+        self.fke_options = ablation
 
     # ------------------------------------------------------------------------------------------- construction
-    @staticmethod
-    def _ablation_fke(stock: FourierKernelEstimator, block: str, ablation: dict[str, Any]) -> AblationFKE:
-        """An AblationFKE with the same geometry as ``stock`` (which it replaces)."""
-        return AblationFKE(in_channels=stock.in_channels, width=stock.width, levels=len(stock.column.levels),
-                           first_column=stock.first_column, block=block, image_head=stock.image_head is not None,
-                           image_channels=stock.image_head.out_channels if stock.image_head is not None else 3,
-                           window=stock.window, window_overlap=stock.window_overlap if any(stock.window_overlap)
-                           else 0, save_memory=stock.save_memory, **ablation)
+    def _max_encoder(self, channels, blocks, save_memory, image_channels):
+        if not self._variant_options['mimo']:
+            return super()._max_encoder(channels, blocks, save_memory, image_channels)
+        return MultiScaleInputEncoder(channels, blocks, image_channels, save_memory=save_memory)
 
-    def _make_mimo(self, image_channels: int) -> None:
-        """Swap each column's max-scale encoder / decoder for the multi-scale-input / -output ones (same blocks)."""
-        chans = [self.width * 2 ** j for j in range(self.num_levels)]
-        self.encoders_max = nn.ModuleList([
-            MultiScaleInputEncoder(chans, [list(level.blocks) for level in enc.levels], image_channels,
-                                   save_memory=enc.save_memory) for enc in self.encoders_max])
-        self.decoders_max = nn.ModuleList([
-            MultiScaleOutputDecoder(chans[::-1], [list(level.blocks) for level in dec.levels], image_channels,
-                                    save_memory=dec.save_memory) for dec in self.decoders_max])
+    def _max_decoder(self, channels, blocks, save_memory, image_channels):
+        if not self._variant_options['mimo']:
+            return super()._max_decoder(channels, blocks, save_memory, image_channels)
+        return MultiScaleOutputDecoder(channels, blocks, image_channels, save_memory=save_memory)
 
-    def _hook_sources(self, kind: str) -> None:
-        """Hand each FKE the map its kernel is estimated from, captured by forward hooks on the same column and
-        scale: e1 = the encoder's finest output, Ŝ = the image head's output (+ B, added in the FKE call)."""
-        self._sources: dict[int, Tensor] = {}
-        pairs = [('encoders_max', 'head_max', 'fke_max'), ('encoders_mid', 'head_mid', 'fke_mid')]
-        for enc_name, head_name, fke_name in pairs:
-            if not hasattr(self, fke_name):
-                continue
-            for enc, head, fke in zip(getattr(self, enc_name), getattr(self, head_name), getattr(self, fke_name)):
-                key = id(fke)
-                if kind == 'e1':
-                    enc.register_forward_hook(lambda m, i, out, key=key: self._sources.__setitem__(key, out[0]))
-                elif kind == 'S':
-                    head.register_forward_hook(lambda m, i, out, key=key: self._sources.__setitem__(key, out))
-                fke.register_forward_pre_hook(self._give_source, with_kwargs=True)
+    def _estimator(self, **options: Any) -> FourierKernelEstimator:
+        ablation = self._variant_options['fke']
+        return super()._estimator(**options) if ablation is None else AblationFKE(**options, **ablation)
 
-    def _give_source(self, fke: AblationFKE, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        blur = kwargs.get('blur')
-        if fke.kernel_input == 'B':
-            source = blur
-        elif fke.kernel_input == 'S':
-            source = self._sources.pop(id(fke)) + blur  # Ŝ = head(d1) + B, the latent sharp image
-        else:
-            source = self._sources.pop(id(fke))
-        return args, {**kwargs, 'source': source}
+    def _run_fke(self, fke, feature, state, blur, encoded, sharp):
+        """Hand each FKE the map its kernel is estimated from: B, e1 (the encoder's finest output) or Ŝ."""
+        kind = getattr(fke, 'kernel_input', 'd1')
+        if kind == 'd1':
+            return super()._run_fke(fke, feature, state, blur, encoded, sharp)
+        source = {'B': blur, 'e1': encoded, 'S': sharp}[kind]
+        return fke(feature, state=state, blur=blur, source=source)
 
     # ------------------------------------------------------------------------------------------------ forward
-    def forward_pyramid(self, images: Sequence[Tensor]) -> DeblurOutputs | MultiScaleOutputs:
+    def forward_pyramid(self, images: Sequence[Tensor]) -> DeblurOutputs:
         if not self.mimo:
             return super().forward_pyramid(images)
         # the MIMO encoders/decoders read the whole pyramid; built from level 0 (identical to the parent's
@@ -323,7 +274,7 @@ class DeepRFTv2Ablation(DeepRFTv2):
                 if len(dec.outputs) > 1:
                     quarter.extend(dec.outputs[1:])
                 dec.outputs = []
-            return MultiScaleOutputs(full, half, quarter)
+            return DeblurOutputs(full, half, quarter)
         finally:
             for m in (*self.encoders_max, *self.decoders_max):
                 m.images = None

@@ -1,20 +1,22 @@
-"""ATD-light (Adaptive Token Dictionary, Zhang et al. CVPR 2024) with DeepRFTv2's optional FKE chain (Table 5).
+"""ATD-light (Adaptive Token Dictionary, Zhang et al. CVPR 2024) with DeepRFTv2's optional FKE chain (paper Table 5).
 
-docs/architecture.md, ATD-light + FKE. Attribute names follow the official ATD layout so original ATD-light
-checkpoints load strictly; official ATD+FKE checkpoints (``ker_ests.*``) load through ``load_atd_pretrained`` or
-plain ``load_state_dict`` (a pre-hook renames the FKE keys onto our FourierKernelEstimator).
+Attribute names follow the official ATD layout so original ATD-light checkpoints load strictly; official ATD+FKE
+checkpoints (``ker_ests.*`` in the authors' FKE layout) load through :func:`fke_basicsr.checkpoints.load_checkpoint`
+(layout ``'ATD'``) or plain ``load_state_dict`` (a pre-hook renames the FKE keys onto our FourierKernelEstimator).
 
-Test-time geometry (``test_mode``, eval only; training always runs the whole patch):
-  * ``'pad'``   original ATD: mirror-pad the image to a multiple of the window size, run it whole, crop.
-  * ``'whole'`` DeepRFTv2 copy: no padding; windows that do not fit are taken from the image edges.
-  * ``'tile'``  DeepRFTv2 ``sub_image``: conv_first on the whole image, then 64×64 feature tiles (overlap 16)
-                through body and upsampler, blended at HR (docs/evaluation.md, Test-time protocol).
+The network runs any input size: windows that do not fit are taken from the image edges (snapped border
+windows), and an image below one window is mirror-padded up to it. How an image is run at test time lives in
+:class:`fke_basicsr.protocol.TestTimeProtocol` (docs/evaluation.md):
+  * original ATD: mirror-pad the image to a multiple of the window (``val: size_multiple: 16, pad_mode: symmetric``);
+  * DeepRFTv2's copy, whole image: no padding (``val: size_multiple: 1``);
+  * DeepRFTv2's copy, tiled: conv_first on the whole image, then 64×64 feature tiles overlapping by 16 through
+    body and upsampler, blended at HR (``val: tile: {size: 64, overlap: 16}``) — see :meth:`ATD.tile_inputs`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,65 +24,17 @@ import torch.utils.checkpoint as torch_checkpoint
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from fke_basicsr.archs.fke import FKE_OFFICIAL_RENAMES, FourierKernelEstimator
+from fke_basicsr.archs.fke import FourierKernelEstimator
 from fke_basicsr.registry import register
-from fke_basicsr.tiling import tiled_apply
+from fke_basicsr.ops.geometry import WindowGrid, pad_symmetric_to, window_option
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
-TEST_MODES = ('pad', 'whole', 'tile')
+DEFAULT_FKE_WINDOW = {'size': 64, 'overlap': 16}   # the FKE's own eval tiling of maps above 64 (whole images)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Window geometry
+# Window geometry (windows from fke_basicsr.ops.geometry.WindowGrid; edge windows snapped to the border)
 # ----------------------------------------------------------------------------------------------------------------
-def _window_starts(size: int, ws: int) -> list[int]:
-    """Window starts along one axis: a regular grid, plus one window flush with the far edge if size % ws."""
-    starts = list(range(0, size - ws + 1, ws))
-    if size % ws:
-        starts.append(size - ws)
-    return starts
-
-
-def _owner_index(size: int, ws: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each pixel: which window along the axis owns it, and its offset inside that window.
-
-    Regular windows own their whole extent; the edge window owns only the remainder it alone covers, so its
-    overlap with the grid is discarded (as the DeepRFTv2 copy of ATD does).
-    """
-    pos = torch.arange(size, device=device)
-    main = (size // ws) * ws
-    idx = torch.where(pos < main, pos // ws, torch.full_like(pos, size // ws))
-    off = torch.where(pos < main, pos % ws, pos - (size - ws))
-    return idx, off
-
-
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """B×H×W×C → B×nW×ws²×C (windows in raster order; edge windows when H or W is not a multiple of ws)."""
-    b, h, w, c = x.shape
-    if h < ws or w < ws:
-        raise ValueError(f'window_partition: feature size {h}x{w} is smaller than the window size {ws}; '
-                         f"use test_mode='pad' for inputs below {ws} pixels")
-    if h % ws == 0 and w % ws == 0:  # regular grid: a pure reshape (the training case)
-        win = x.reshape(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-        return win.reshape(b, -1, ws * ws, c)
-    rows = torch.tensor(_window_starts(h, ws), device=x.device)[:, None] + torch.arange(ws, device=x.device)
-    cols = torch.tensor(_window_starts(w, ws), device=x.device)[:, None] + torch.arange(ws, device=x.device)
-    win = x[:, rows[:, None, :, None], cols[None, :, None, :], :]  # B×nh×nw×ws×ws×C
-    return win.reshape(b, rows.shape[0] * cols.shape[0], ws * ws, c)
-
-
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of window_partition: B×nW×ws²×C → B×H×W×C (each pixel read from the window that owns it)."""
-    b, _, _, c = windows.shape
-    nh, nw = len(_window_starts(h, ws)), len(_window_starts(w, ws))
-    win = windows.reshape(b, nh, nw, ws, ws, c)
-    if h % ws == 0 and w % ws == 0:
-        return win.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-    ri, ro = _owner_index(h, ws, windows.device)
-    ci, co = _owner_index(w, ws, windows.device)
-    return win[:, ri[:, None], ci[None, :], ro[:, None], co[None, :], :]
-
-
 def relative_position_index(ws: int) -> torch.Tensor:
     """ws²×ws² row index into the (2ws−1)² bias table: (y1−y2+ws−1)·(2ws−1) + (x1−x2+ws−1)."""
     ys, xs = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing='ij')
@@ -98,7 +52,7 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int, device=None) -> tor
         for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
             labels[:, hs, wsl, :] = region
             region += 1
-    lab = window_partition(labels, ws)[0, :, :, 0]  # nW×ws²
+    lab = WindowGrid(h, w, ws).tokens(labels)[0, :, :, 0]  # nW×ws²
     diff = lab[:, :, None] != lab[:, None, :]
     return torch.zeros(diff.shape, device=device).masked_fill(diff, -100.0)
 
@@ -114,26 +68,11 @@ def _unembed(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return t.transpose(1, 2).reshape(b, c, size[0], size[1])
 
 
-def symmetric_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right to a multiple by appending the flipped image (original ATD)."""
-    h, w = x.shape[-2:]
-    return mirror_pad_to(x, math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple)
-
-
-def mirror_pad_to(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """Pad bottom/right to at least th×tw by appending flipped copies (edge row/column repeated)."""
-    th, tw = max(th, x.shape[-2]), max(tw, x.shape[-1])
-    while x.shape[-2] < th:  # one flip suffices unless the image is shorter than its padding
-        x = torch.cat([x, torch.flip(x, [-2])], -2)
-    while x.shape[-1] < tw:
-        x = torch.cat([x, torch.flip(x, [-1])], -1)
-    return x[..., :th, :tw]
-
-
 @dataclass
 class _Geometry:
-    """Per-forward constants shared by all layers: feature size, shift mask and relative-position index."""
+    """Per-forward constants shared by all layers: feature size, window grid, shift mask, relative-position index."""
     size: tuple[int, int]
+    grid: WindowGrid
     mask: torch.Tensor
     rpi: torch.Tensor
 
@@ -185,7 +124,7 @@ class WindowAttention(nn.Module):
         qkv = qkv.reshape(b, h, w, c3)
         if shift:
             qkv = torch.roll(qkv, (-shift, -shift), dims=(1, 2))
-        win = window_partition(qkv, ws)  # B×nW×ws²×3C
+        win = geo.grid.tokens(qkv)  # B×nW×ws²×3C
         nw = win.shape[1]
         q, k, v = win.reshape(b, nw, ws * ws, 3, nh, -1).permute(3, 0, 1, 4, 2, 5)  # each B×nW×heads×ws²×d
         attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -194,7 +133,7 @@ class WindowAttention(nn.Module):
         if shift:
             attn = attn + geo.mask[:, None]  # nW×1×N×N broadcast over batch and heads
         out = (attn.softmax(-1) @ v).transpose(2, 3).reshape(b, nw, ws * ws, c3 // 3)
-        out = window_reverse(self.proj(out), ws, h, w)
+        out = geo.grid.untokens(self.proj(out))
         if shift:
             out = torch.roll(out, (shift, shift), dims=(1, 2))
         return out.reshape(b, n, c3 // 3)
@@ -347,45 +286,34 @@ class ATD(nn.Module):
 
     Args follow the official constructor (``embed_dim``, ``depths``, ``num_heads``, ``window_size``,
     ``category_size``, ``num_tokens``, ``reducted_dim``, ``convffn_kernel_size``, ``mlp_ratio``, ``img_range``,
-    ``upsampler``, ``resi_connection``); ``img_size``/``patch_size``/``ape``/``patch_norm`` are accepted for
-    YAML compatibility. Our additions: ``fke`` (insert the FKE chain), ``test_mode`` ('pad' | 'whole' |
-    'tile'; default 'pad' without FKE, 'tile' with), ``tile_size``/``tile_overlap`` (64/16) and
-    ``tile_batch`` (tiles per forward; any value gives the same result) and ``fke_window``/
-    ``fke_window_overlap`` (64/16: the FKE's own eval tiling when it sees maps above 64, i.e. in 'pad'/'whole').
+    ``upsampler``, ``resi_connection``); ``img_size``/``patch_norm`` are accepted for YAML compatibility. The
+    official ``patch_size`` (patch embedding, always 1 in ATD-light) and ``ape`` (always False) are fixed; the
+    options check says to remove them. Our additions: ``fke`` (insert the FKE chain) and ``fke_window``
+    (default ``{size: 64, overlap: 16}``: the FKE's own eval tiling when it sees maps above 64, i.e. on whole
+    images). Test-time padding and tiling: module docstring.
     """
 
-    size_multiple = 1  # any input size works: padding/tiling happen inside (RestorationModel reads this)
+    size_multiple = 1  # any input size works (RestorationModel and the options checks read this)
 
-    def __init__(self, upscale: int = 2, in_chans: int = 3, img_size: int = 64, patch_size: int = 1,
+    def __init__(self, upscale: int = 2, in_chans: int = 3, img_size: int = 64,
                  embed_dim: int = 48, depths: Sequence[int] = (6, 6, 6, 6), num_heads: Sequence[int] = (4, 4, 4, 4),
                  window_size: int = 16, category_size: int = 128, num_tokens: int = 64, reducted_dim: int = 8,
-                 convffn_kernel_size: int = 7, mlp_ratio: float = 1.0, qkv_bias: bool = True, ape: bool = False,
+                 convffn_kernel_size: int = 7, mlp_ratio: float = 1.0, qkv_bias: bool = True,
                  patch_norm: bool = True, img_range: float = 1.0, upsampler: str = 'pixelshuffledirect',
                  resi_connection: str = '1conv', use_checkpoint: bool = False, fke: bool = False,
-                 test_mode: str | None = None, tile_size: int = 64, tile_overlap: int = 16, tile_batch: int = 16,
-                 fke_window: int | None = 64, fke_window_overlap: int = 16):
+                 fke_window: int | dict | bool | None = None):
         super().__init__()
         if upsampler != 'pixelshuffledirect':
             raise ValueError(f"upsampler: only 'pixelshuffledirect' (ATD-light) is implemented, got {upsampler!r}")
         if resi_connection != '1conv':
             raise ValueError(f"resi_connection: only '1conv' (ATD-light) is implemented, got {resi_connection!r}")
-        if ape or not patch_norm or patch_size != 1:
-            raise ValueError('ape/patch_norm/patch_size: ATD-light uses ape=False, patch_norm=True, patch_size=1; '
-                             f'got ape={ape}, patch_norm={patch_norm}, patch_size={patch_size}')
+        if not patch_norm:
+            raise ValueError(f'patch_norm: ATD-light uses patch_norm=True, got {patch_norm}')
         if len(depths) != len(num_heads):
             raise ValueError(f'depths and num_heads: expected equal lengths, got {list(depths)} / {list(num_heads)}')
         if any(embed_dim % h for h in num_heads):
             raise ValueError(f'embed_dim: expected a multiple of every num_heads entry, got {embed_dim}')
-        test_mode = test_mode or ('tile' if fke else 'pad')
-        if test_mode not in TEST_MODES:
-            raise ValueError(f'test_mode: expected one of {TEST_MODES}, got {test_mode!r}')
-        if not 0 <= tile_overlap < tile_size:
-            raise ValueError(f'tile_overlap: expected 0 <= tile_overlap < tile_size ({tile_size}), got {tile_overlap}')
-        if not isinstance(tile_batch, int) or tile_batch < 1:
-            raise ValueError(f'tile_batch: expected a positive int, got {tile_batch!r}')
         self.upscale, self.window_size, self.img_range = upscale, window_size, img_range
-        self.test_mode, self.tile_size, self.tile_overlap = test_mode, tile_size, tile_overlap
-        self.tile_batch = tile_batch
         self.mean = torch.tensor(RGB_MEAN if in_chans == 3 else (0.0,) * in_chans).view(1, in_chans, 1, 1)
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
@@ -400,11 +328,14 @@ class ATD(nn.Module):
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.upsample = nn.Sequential(nn.Conv2d(embed_dim, in_chans * upscale ** 2, 3, 1, 1), nn.PixelShuffle(upscale))
         self.ker_ests = None
+        # None: the default windows; False: none (the FKE sees whole maps)
+        window, window_overlap = window_option(
+            None if fke_window is False else DEFAULT_FKE_WINDOW if fke_window is None else fke_window, 'fke_window')
         if fke:
             self.ker_ests = nn.ModuleList(
                 FourierKernelEstimator(in_channels=embed_dim, width=embed_dim, levels=4, first_column=i == 0,
-                                       block='EVSS', image_head=False, pad_to_even=True, window=fke_window,
-                                       window_overlap=fke_window_overlap if fke_window else 0)
+                                       block='EVSS', image_head=False, pad_to_even=True, window=window,
+                                       window_overlap=window_overlap if window else 0)
                 for i in range(len(depths)))
             self.register_load_state_dict_pre_hook(_rename_official_fke_hook)
         self.apply(_init_weights)  # covers the FKE modules too, as the authors' hook does
@@ -412,7 +343,10 @@ class ATD(nn.Module):
     # -- pieces -------------------------------------------------------------------------------------------------
     def _geometry(self, h: int, w: int, device) -> _Geometry:
         ws = self.window_size
-        return _Geometry((h, w), shifted_window_mask(h, w, ws, ws // 2, device), self.relative_position_index_SA)
+        if h < ws or w < ws:
+            raise ValueError(f'ATD: feature size {h}x{w} is smaller than the window size {ws}')
+        return _Geometry((h, w), WindowGrid(h, w, ws), shifted_window_mask(h, w, ws, ws // 2, device),
+                         self.relative_position_index_SA)
 
     def forward_body(self, feat: torch.Tensor) -> torch.Tensor:
         """Shallow features B×C×H×W → deep features (ATDBs, FKE chain, final norm), before conv_after_body."""
@@ -434,134 +368,39 @@ class ATD(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """LR images B×C×H×W → SR images B×C×sH×sW; any size (an image below one window is mirror-padded to it)."""
+        return self.from_tiles(self.forward_tiles(self.tile_inputs(x)))[..., :x.shape[-2] * self.upscale,
+                                                                         :x.shape[-1] * self.upscale]
+
+    # -- test-time tiling hooks (fke_basicsr.protocol.TestTimeProtocol) ----------------------------------------
+    tile_input_scales = (1,)
+
+    def tile_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The whole-image stage of a tiled run: normalise, then conv_first (tiles are cut from its features)."""
         if x.dim() != 4:
             raise ValueError(f'x: expected a B×C×H×W tensor, got shape {tuple(x.shape)}')
-        mode = self.test_mode if not self.training else ('pad' if self.test_mode == 'pad' else 'whole')
-        h, w = x.shape[-2:]
-        mean = self.mean.to(x)
-        if mode == 'pad':
-            x = symmetric_pad(x, self.window_size)
-        else:  # an image smaller than one window gets the original ATD's mirror padding up to the window
-            x = mirror_pad_to(x, self.window_size, self.window_size)
-        x = (x - mean) * self.img_range
-        feat = self.conv_first(x)
-        if mode == 'tile':
-            y = tiled_apply(self._reconstruct, feat, self.tile_size, self.tile_overlap, scale=self.upscale,
-                            tile_batch=self.tile_batch)
-        else:
-            y = self._reconstruct(feat)
-        y = y / self.img_range + mean
-        return y[..., :h * self.upscale, :w * self.upscale]
+        x = pad_symmetric_to(x, self.window_size, self.window_size)
+        return [self.conv_first((x - self.mean.to(x)) * self.img_range)]
+
+    def forward_tiles(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """conv_first feature tiles → HR residual tiles (body, long skip, upsampler)."""
+        return self._reconstruct(inputs[0])
+
+    def from_tiles(self, y: torch.Tensor) -> torch.Tensor:
+        """The blended HR output of :meth:`forward_tiles` → the SR image (undo the normalisation)."""
+        return y / self.img_range + self.mean.to(y)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoint loading
+# Checkpoint loading: the layout lives in fke_basicsr.checkpoints (registered as 'ATD'); this pre-hook lets plain
+# load_state_dict (BasicSR's load_network) take official ATD+FKE keys too.
 # ----------------------------------------------------------------------------------------------------------------
-# (ours, official) FKE key-prefix pairs, longest official prefix first so 'alpha1' never shadows 'alpha10'.
-_FKE_RENAMES = sorted(FKE_OFFICIAL_RENAMES.items() if isinstance(FKE_OFFICIAL_RENAMES, Mapping)
-                      else FKE_OFFICIAL_RENAMES, key=lambda pair: -len(pair[1]))
-
-
-def official_fke_key_to_ours(key: str) -> str:
-    """``ker_ests.{i}.<official FKE key>`` → ``ker_ests.{i}.<our FKE key>`` (other keys unchanged)."""
-    if not key.startswith('ker_ests.'):
-        return key
-    head, idx, rest = key.split('.', 2)
-    for ours, official in _FKE_RENAMES:
-        if rest.startswith(official):
-            return f'{head}.{idx}.{ours}{rest[len(official):]}'
-    return key
-
-
 def _rename_official_fke_hook(module, state_dict, prefix, *args) -> None:
     """load_state_dict pre-hook: rename official FKE keys in place, so official ATD+FKE weights load strictly."""
+    from fke_basicsr.checkpoints import official_mapping
+
+    mapping = official_mapping('ATD')
     for key in [k for k in state_dict if k.startswith(prefix + 'ker_ests.')]:
-        new = prefix + official_fke_key_to_ours(key[len(prefix):])
+        new = prefix + mapping.from_official(key[len(prefix):])
         if new != key and new not in state_dict:
             state_dict[new] = state_dict.pop(key)
-
-
-@dataclass
-class ATDLoadReport:
-    """What ``load_atd_pretrained`` copied and what it left at initialisation."""
-    loaded: list[str] = field(default_factory=list)
-    fke_left_at_init: list[str] = field(default_factory=list)
-    upsampler_left_at_init: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model shape
-
-    @property
-    def left_at_init(self) -> list[str]:
-        return self.fke_left_at_init + [k for k, _, _ in self.upsampler_left_at_init]
-
-    def __str__(self) -> str:
-        lines = [f'loaded {len(self.loaded)} tensors']
-        if self.fke_left_at_init:
-            blocks = sorted({'.'.join(k.split('.')[:2]) for k in self.fke_left_at_init})
-            lines.append(f'FKE keys left at init: {len(self.fke_left_at_init)} (in {", ".join(blocks)})')
-        for key, ckpt_shape, model_shape in self.upsampler_left_at_init:
-            lines.append(f'upsampler left at init (scale change): {key} checkpoint {list(ckpt_shape)} '
-                         f'vs model {list(model_shape)}')
-        return '\n'.join(lines)
-
-
-def _unwrap(state_dict: Mapping, param_key: str | None) -> dict:
-    """Accept a bare state dict or a BasicSR checkpoint ({'params': ..., 'params_ema': ...}); strip 'module.'."""
-    if param_key is not None and param_key in state_dict:
-        state_dict = state_dict[param_key]
-    elif param_key is not None and any(isinstance(v, Mapping) for v in state_dict.values()):
-        for key in ('params_ema', 'params'):
-            if key in state_dict:
-                state_dict = state_dict[key]
-                break
-        else:
-            raise ValueError(f'state_dict: no {param_key!r}, params_ema or params entry; top-level keys are '
-                             f'{sorted(state_dict)[:8]}')
-    return {(k[7:] if k.startswith('module.') else k): v for k, v in state_dict.items()}
-
-
-def load_atd_pretrained(model: ATD, state_dict: Mapping, param_key: str | None = 'params_ema',
-                        allow_missing_fke: bool = True, allow_upsampler_change: bool = True) -> ATDLoadReport:
-    """Load official/our ATD(-light)(+FKE) weights: everything but FKE keys and a rescaled upsampler is strict.
-
-    * Official FKE keys (``ker_ests.*`` in the authors' layout) are renamed onto ours.
-    * FKE keys absent from the checkpoint (plain ATD-light weights into the FKE model) stay at init and are
-      listed in the report when ``allow_missing_fke``.
-    * ``upsample.*`` tensors whose shape differs (×2 weights into a ×3/×4 model) stay at init and are listed
-      when ``allow_upsampler_change``.
-    Anything else missing, unexpected or mis-shaped raises ValueError naming the keys.
-    """
-    if not isinstance(model, ATD):
-        raise ValueError(f'model: expected an ATD instance, got {type(model).__name__}')
-    sd = {official_fke_key_to_ours(k): v for k, v in _unwrap(state_dict, param_key).items()}
-    own = model.state_dict()
-    report, missing, bad_shape = ATDLoadReport(), [], []
-    to_load = {}
-    for key, target in own.items():
-        if key not in sd:
-            (report.fke_left_at_init if key.startswith('ker_ests.') and allow_missing_fke else missing).append(key)
-        elif sd[key].shape != target.shape:
-            entry = (key, tuple(sd[key].shape), tuple(target.shape))
-            (report.upsampler_left_at_init if key.startswith('upsample.') and allow_upsampler_change
-             else bad_shape).append(entry)
-        else:
-            to_load[key] = sd[key]
-            report.loaded.append(key)
-    unexpected = sorted(set(sd) - set(own))
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} model keys missing from the checkpoint, e.g. {missing[:5]}')
-    if unexpected:
-        hint = ' (an FKE checkpoint into a model built with fke: false?)' if any(
-            k.startswith('ker_ests.') for k in unexpected) else ''
-        problems.append(f'{len(unexpected)} checkpoint keys the model lacks{hint}, e.g. {unexpected[:5]}')
-    if bad_shape:
-        problems.append('shape mismatches (key, checkpoint, model): ' + '; '.join(map(str, bad_shape[:5])))
-    if problems:
-        raise ValueError('state_dict does not fit this ATD model: ' + ' | '.join(problems))
-    model.load_state_dict(to_load, strict=False)
-    return report
-
-
-def count_parameters(model: nn.Module, prefixes: Iterable[str] | None = None) -> int:
-    """Trainable parameter count, optionally restricted to keys starting with one of ``prefixes``."""
-    pre = tuple(prefixes) if prefixes is not None else ('',)
-    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(pre))

@@ -13,94 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fke_basicsr.ops.fft import no_autocast
+from fke_basicsr.ops.geometry import WindowGrid, to_pair
 
 __all__ = [
     'LayerNorm2d', 'SimpleGate', 'LocalAvgPool2d', 'NAFBlock', 'LocalNAFBlock', 'EVSS2D', 'EVSS', 'NAFEVSBlock',
-    'LocalNAFEVSBlock', 'ResBlock', 'VSBlock', 'BLOCK_KINDS', 'build_block', 'window_partition', 'window_merge',
-    'WindowGrid', 'set_scan_backend',
+    'LocalNAFEVSBlock', 'ResBlock', 'VSBlock', 'BLOCK_KINDS', 'build_block', 'set_scan_backend',
 ]
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    """An int or an (h, w) pair of positive ints, as a pair; ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    if isinstance(value, int):
-        pair = (value, value)
-    elif isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                 for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return pair
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Non-overlapping window partition with snapped border windows (the authors' window_partitionx semantics)
-# --------------------------------------------------------------------------------------------------------------
-
-def _axis_starts(size: int, win: int) -> tuple[list[int], list[tuple[int, int]]]:
-    """Window starts along one axis and, per window, the [lo, hi) range it owns in the merged map.
-
-    Full windows tile ⌊size/win⌋·win; if that leaves a remainder, one more window is snapped to the border
-    (start size − win) and owns only the remainder.
-    """
-    n_full = size // win
-    starts = [i * win for i in range(n_full)]
-    owned = [(s, s + win) for s in starts]
-    if n_full * win < size:
-        starts.append(size - win)
-        owned.append((n_full * win, size))
-    return starts, owned
-
-
-class WindowGrid:
-    """Geometry of a non-overlapping window partition of an H×W map; windows are clamped to the map size."""
-
-    def __init__(self, height: int, width: int, window: int | Sequence[int]):
-        wh, ww = _pair(window, 'window')
-        self.height, self.width = int(height), int(width)
-        self.window = (min(wh, self.height), min(ww, self.width))
-        self.rows, self.row_owned = _axis_starts(self.height, self.window[0])
-        self.cols, self.col_owned = _axis_starts(self.width, self.window[1])
-
-    @property
-    def num_windows(self) -> int:
-        return len(self.rows) * len(self.cols)
-
-    def split(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) → (num_windows·B, C, wh, ww), window-major (window k holds rows k·B … k·B+B−1)."""
-        if tuple(x.shape[-2:]) != (self.height, self.width):
-            raise ValueError(f"x must be (…, {self.height}, {self.width}), got {tuple(x.shape)}")
-        wh, ww = self.window
-        return torch.cat([x[..., r:r + wh, c:c + ww] for r in self.rows for c in self.cols], dim=0)
-
-    def merge(self, windows: Tensor) -> Tensor:
-        """Inverse of :meth:`split`: each pixel is taken from the window that owns it (no blending)."""
-        n = self.num_windows
-        if windows.shape[0] % n:
-            raise ValueError(f"windows: batch {windows.shape[0]} is not a multiple of the {n} windows")
-        parts = windows.chunk(n, dim=0)
-        row_strips = []
-        for i, (r, (rlo, rhi)) in enumerate(zip(self.rows, self.row_owned)):
-            pieces = []
-            for j, (c, (clo, chi)) in enumerate(zip(self.cols, self.col_owned)):
-                pieces.append(parts[i * len(self.cols) + j][..., rlo - r:rhi - r, clo - c:chi - c])
-            row_strips.append(torch.cat(pieces, dim=-1))
-        return torch.cat(row_strips, dim=-2)
-
-
-def window_partition(x: Tensor, window: int | Sequence[int]) -> tuple[Tensor, WindowGrid]:
-    """Split ``x`` into non-overlapping windows (border windows snapped to the edge); see :class:`WindowGrid`."""
-    grid = WindowGrid(x.shape[-2], x.shape[-1], window)
-    return grid.split(x), grid
-
-
-def window_merge(windows: Tensor, grid: WindowGrid) -> Tensor:
-    """Reassemble the output of :func:`window_partition`."""
-    return grid.merge(windows)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -139,7 +57,7 @@ class LocalAvgPool2d(nn.Module):
 
     def __init__(self, window: int | Sequence[int]):
         super().__init__()
-        self.window = _pair(window, 'window')
+        self.window = to_pair(window, 'window')
 
     def extra_repr(self) -> str:
         return f'window={self.window}'
@@ -159,8 +77,8 @@ class LocalAvgPool2d(nn.Module):
 
 
 def _local_window(train_size: int | Sequence[int]) -> tuple[int, int]:
-    """TLC window ⌊1.5·train_size⌋ per axis."""
-    th, tw = _pair(train_size, 'train_size')
+    """TLC window ⌊1.5·train_size⌋ per axis (NAFNet's test-time local converter, docs/architecture.md)."""
+    th, tw = to_pair(train_size, 'train_size')
     return int(th * 1.5), int(tw * 1.5)
 
 
@@ -228,7 +146,7 @@ class EVSS2D(nn.Module):
         self.d_model, self.d_state = c, d_state
         self.d_inner = d = int(expand * c)
         self.dt_rank = r = math.ceil(c / 16)
-        self.window = None if window is None else _pair(window, 'window')
+        self.window = None if window is None else to_pair(window, 'window')
         self.scan_backend = scan_backend
         n_proj = r + 2 * d_state
 

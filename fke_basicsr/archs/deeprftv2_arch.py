@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -24,10 +24,11 @@ from torch import Tensor, nn
 
 from fke_basicsr.archs.blocks import BLOCK_KINDS, build_block
 from fke_basicsr.archs.fke import FourierKernelEstimator
+from fke_basicsr.archs.outputs import DeblurOutputs
+from fke_basicsr.ops.geometry import window_option
 from fke_basicsr.ops.pyramid import gaussian_pyramid
 from fke_basicsr.ops.reversible import reversible_column
 from fke_basicsr.registry import register
-from fke_basicsr.tiling import TileGrid, pad_to_multiple
 
 __all__ = ['DeblurOutputs', 'DeepRFTv2', 'VARIANTS']
 
@@ -42,12 +43,6 @@ _DEFAULTS: dict[str, Any] = dict(num_columns=2, width=48, enc_blocks=[1, 4, 8], 
                                  fke_width=48, fke_levels=4, fke_block='EVSS')
 # Blocks that transpose/flip their input without undoing it (docs/architecture.md): a level needs an even count.
 _ORIENTING = ('NAFEVSBlock', 'LocalNAFEVSBlock_patch')
-
-
-class DeblurOutputs(NamedTuple):
-    """Every image the network predicts, per column [head, FKE], at full and at half resolution."""
-    full: list[Tensor]
-    half: list[Tensor]
 
 
 def _down2x(c_in: int, c_out: int) -> nn.Conv2d:
@@ -195,14 +190,6 @@ def _scaled(size: Any, factor: int) -> Any:
     return max(1, int(size) // factor)
 
 
-def _size_pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
-    """An int or [h, w] option as (h, w), each an int >= minimum."""
-    pair = [value, value] if not isinstance(value, (list, tuple)) else list(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair):
-        raise ValueError(f'{name}: expected an int >= {minimum} or a pair [h, w] of them, got {value!r}')
-    return pair[0], pair[1]
-
-
 def _positive_int(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f'{name}: expected a positive int, got {value!r}')
@@ -213,8 +200,8 @@ def _positive_int(name: str, value: Any) -> int:
 class DeepRFTv2(nn.Module):
     """DeepRFTv2-S / -B (paper §3; docs/architecture.md); ``variant`` presets the blocks, any option overrides.
 
-    Returns :class:`DeblurOutputs` in training mode; the prediction (B, out_channels, H, W) in eval mode, or
-    DeblurOutputs there too with ``return_all=True``.
+    Returns :class:`~fke_basicsr.archs.outputs.DeblurOutputs` (training and eval); its ``prediction`` is the
+    (B, out_channels, H, W) restored image.
 
     Ablation switches (paper Tables 6/7): ``num_columns``, ``width``, ``enc_blocks``/``dec_blocks``, the block
     kinds per part, ``fke_*``, ``mid_scale``, ``fke``. ``fke=False`` removes the FKEs and their image outputs;
@@ -223,31 +210,31 @@ class DeepRFTv2(nn.Module):
     the last max-scale head output. ``mid_scale=False`` removes the half-resolution branch (its encoder, decoder,
     head, FKE, the max->mid injections and the latent fusion); ``half`` is then empty.
 
-    Test time: ``sub_image`` tiles the pyramid (``sub_image_size`` / ``overlap_size`` at full resolution, halved
-    at the mid scale) and blends the tiles' outputs with linear ramps (exact for every size, fke_basicsr.tiling);
-    ``fke_window`` / ``fke_window_overlap`` make the FKEs work in windows (DPDD; halved for the mid FKEs). The
-    authors' FKEs always use ``sub_image_size`` as window; that only matters for maps larger than it, which no
-    configuration but DPDD's (``fke_window: 320``, ``fke_window_overlap: 48``) meets.
-    Sizes must be multiples of ``size_multiple`` (8) unless ``pad_input`` (``pad_mode`` 'reflect' or 'zeros').
+    ``fke_window`` (a size, or ``{size, overlap}``) makes the FKEs work in windows (DPDD; halved for the mid
+    FKEs): non-overlapping in training, overlapping and blended in eval. The authors' FKEs always use the test
+    tile size as window; that only matters for maps larger than it, which no configuration but DPDD's
+    (``fke_window: {size: 320, overlap: 48}``) meets. The output channels equal ``inp_channels``.
+    ``scan_window`` is the EVSS2D scan window of the windowed blocks (``LocalNAFEVSBlock_patch``, 'VSBlock'); the
+    authors call it ``patch_size``, a name ATD uses for its patch embedding, so ours differs (the options check
+    names it when a file still says ``patch_size``). ``num_columns`` is the number of sub-UNets (the authors' name, kept for their options files).
+    Input sizes must be multiples of ``size_multiple`` (8). Padding, whole-image vs tiled evaluation (the
+    authors' tiles are cut from the whole-image pyramid, see :meth:`tile_inputs`) belong to
+    :class:`fke_basicsr.protocol.TestTimeProtocol` (docs/evaluation.md).
     """
 
     size_multiple = 8
     official_layout = 'DeepRFTv2'
 
-    def __init__(self, variant: str | None = 'B', inp_channels: int = 3, out_channels: int = 3,
+    def __init__(self, variant: str | None = 'B', inp_channels: int = 3,
                  num_columns: int | None = None, width: int | None = None,
                  enc_blocks: Sequence[int] | None = None, dec_blocks: Sequence[int] | None = None,
                  max_enc_block_types: Any = None, max_dec_block_types: Any = None, mid_block_types: Any = None,
-                 train_size: int | Sequence[int] | None = None, patch_size: int | Sequence[int] | None = None,
+                 train_size: int | Sequence[int] | None = None, scan_window: int | Sequence[int] | None = None,
                  fke: bool = True, fke_width: int | None = None, fke_levels: int | None = None,
                  fke_block: str | None = None, mid_scale: bool = True,
                  save_memory_encoder: bool | Sequence[bool] = False,
                  save_memory_decoder: bool | Sequence[bool] = False,
-                 save_memory_fke: bool | Sequence[bool] = False,
-                 sub_image: bool = False, sub_image_size: int | Sequence[int] = 512,
-                 overlap_size: int | Sequence[int] = 128, fke_window: int | Sequence[int] | None = None,
-                 fke_window_overlap: int | Sequence[int] = 0,
-                 pad_input: bool = False, pad_mode: str = 'reflect', return_all: bool = False):
+                 save_memory_fke: bool | Sequence[bool] = False, fke_window: Any = None):
         super().__init__()
         if variant is not None and variant not in VARIANTS:
             raise ValueError(f'variant: expected one of {sorted(VARIANTS)} or None, got {variant!r}')
@@ -259,10 +246,7 @@ class DeepRFTv2(nn.Module):
         for name in ('num_columns', 'width', 'fke_width', 'fke_levels'):
             _positive_int(name, opt[name])
         _positive_int('inp_channels', inp_channels)
-        _positive_int('out_channels', out_channels)
-        if inp_channels != out_channels:
-            raise ValueError(f'out_channels: every output is a residual added to the input image, so it must equal '
-                             f'inp_channels={inp_channels}, got {out_channels}')
+        out_channels = inp_channels  # every output is a residual added to the input image
         for name in ('enc_blocks', 'dec_blocks'):
             v = opt[name]
             if not isinstance(v, (list, tuple)) or not v or not all(
@@ -274,43 +258,28 @@ class DeepRFTv2(nn.Module):
         if mid_scale and len(enc_n) < 2:
             raise ValueError(f'enc_blocks: the mid scale fuses into the max latent, which needs at least 2 levels; '
                              f'got {enc_n} (or set mid_scale: false)')
-        for name, v in (('fke', fke), ('mid_scale', mid_scale), ('sub_image', sub_image), ('pad_input', pad_input),
-                        ('return_all', return_all)):
+        for name, v in (('fke', fke), ('mid_scale', mid_scale)):
             if not isinstance(v, bool):
                 raise ValueError(f'{name}: expected a bool, got {v!r}')
         if not isinstance(opt['fke_block'], str):
             raise ValueError(f"fke_block: expected a block name such as 'EVSS', got {opt['fke_block']!r}")
-        if pad_mode not in ('reflect', 'zeros'):
-            raise ValueError(f"pad_mode: expected 'reflect' or 'zeros', got {pad_mode!r}")
 
         ncol, width, nlev = opt['num_columns'], opt['width'], len(enc_n)
         self.variant = variant
         self.num_columns, self.num_levels, self.width = ncol, nlev, width
         self.use_fke, self.mid_scale = fke, mid_scale
-        self.pad_input, self.pad_mode, self.return_all = pad_input, pad_mode, return_all
         # max scale: nlev-1 stride-2 stages; the mid scale adds a factor 2; the FKE's rfft2/irfft2 round trip
         # needs even widths at every scale it runs on
         multiple = 2 ** (nlev - 1) * (2 if mid_scale else 1)
         if fke:
             multiple = max(multiple, 4 if mid_scale else 2)
         self.size_multiple = multiple
-        self.sub_image = sub_image
         # sizes may be an int or [h, w], as in the authors' YAMLs
-        tile = _size_pair('sub_image_size', sub_image_size, 1)
-        overlap = _size_pair('overlap_size', overlap_size, 0)
-        if tile[0] % multiple or tile[1] % multiple:
-            raise ValueError(f'sub_image_size: expected a multiple of {multiple} (the network input multiple), '
-                             f'got {sub_image_size}')
-        if overlap[0] >= tile[0] or overlap[1] >= tile[1] or overlap[0] % 2 or overlap[1] % 2:
-            raise ValueError(f'overlap_size: expected even sizes smaller than sub_image_size={sub_image_size} '
-                             f'(the mid scale uses half), got {overlap_size!r}')
-        self.sub_image_size, self.overlap_size = sub_image_size, overlap_size
-        window = None if fke_window is None else _size_pair('fke_window', fke_window, 1)
-        window_overlap = _size_pair('fke_window_overlap', fke_window_overlap, 0)
+        window, window_overlap = window_option(fke_window, 'fke_window')
         if window is not None and (window[0] % 2 or window[1] % 2):
             raise ValueError(f'fke_window: expected even sizes (the mid-scale FKEs use half), got {fke_window!r}')
         if window_overlap[0] % 2 or window_overlap[1] % 2:
-            raise ValueError(f'fke_window_overlap: expected even sizes, got {fke_window_overlap!r}')
+            raise ValueError(f'fke_window.overlap: expected even sizes, got {fke_window!r}')
 
         kinds_enc = _kinds(opt['max_enc_block_types'], nlev, ncol, 'max_enc_block_types')
         kinds_dec = _kinds(opt['max_dec_block_types'], nlev, ncol, 'max_dec_block_types')
@@ -332,10 +301,10 @@ class DeepRFTv2(nn.Module):
             for j in range(nlev):
                 if kinds[j] in _ORIENTING and counts[j] % 2:
                     raise ValueError(f'{name}: level {j} has {counts[j]} {kinds[j]}s; they transpose/flip without '
-                                     f'undoing it, so a level needs an even number of them (spec §2.6)')
+                                     f'undoing it, so a level needs an even number of them')
                 if kinds[j] in ('localnaf', 'LocalNAFEVSBlock_patch') and train_size is None:
                     raise ValueError(f"train_size: block {kinds[j]!r} (TLC local pooling) needs it, e.g. 256")
-                out.append([build_block(kinds[j], level_chans[j], k, train_size=sizes[j], window=patch_size)
+                out.append([build_block(kinds[j], level_chans[j], k, train_size=sizes[j], window=scan_window)
                             for k in range(counts[j])])
             return out
 
@@ -343,11 +312,11 @@ class DeepRFTv2(nn.Module):
         # columns >= 1 fuse the previous column's FKE feature into the image embedding (index 0: nothing to fuse)
         self.feedback_max = nn.ModuleList([nn.Identity()] + [nn.Conv2d(2 * width, width, 1) for _ in range(ncol - 1)])
         self.encoders_max = nn.ModuleList([
-            Encoder(chans, blocks(kinds_enc[i], enc_n, chans, enc_sizes, 'max_enc_block_types'), save_memory=f)
-            for i, f in enumerate(flags_enc)])
+            self._max_encoder(chans, blocks(kinds_enc[i], enc_n, chans, enc_sizes, 'max_enc_block_types'), f,
+                              inp_channels) for i, f in enumerate(flags_enc)])
         self.decoders_max = nn.ModuleList([
-            Decoder(chans[::-1], blocks(kinds_dec[i], dec_n, chans[::-1], dec_sizes, 'max_dec_block_types'),
-                    save_memory=f) for i, f in enumerate(flags_dec)])
+            self._max_decoder(chans[::-1], blocks(kinds_dec[i], dec_n, chans[::-1], dec_sizes, 'max_dec_block_types'),
+                              f, out_channels) for i, f in enumerate(flags_dec)])
         self.head_max = nn.ModuleList([_conv3x3(width, out_channels, True) for _ in range(ncol)])
         if mid_scale:
             self.embed_mid = nn.ModuleList([_conv3x3(inp_channels, width, False) for _ in range(ncol)])
@@ -364,7 +333,7 @@ class DeepRFTv2(nn.Module):
             self.latent_fuse = nn.ModuleList([LatentFusion(width, chans[-1], 2 ** (nlev - 2)) for _ in range(ncol)])
         if fke:
             def estimators(window: tuple[int, int] | None, overlap: tuple[int, int]) -> nn.ModuleList:
-                return nn.ModuleList([FourierKernelEstimator(
+                return nn.ModuleList([self._estimator(
                     in_channels=width, width=opt['fke_width'], levels=opt['fke_levels'], first_column=i == 0,
                     block=opt['fke_block'], image_head=True, image_channels=out_channels, window=window,
                     window_overlap=overlap if any(overlap) else 0, save_memory=flags_fke[i]) for i in range(ncol)])
@@ -373,6 +342,22 @@ class DeepRFTv2(nn.Module):
             if mid_scale:
                 self.fke_mid = estimators(None if window is None else (window[0] // 2, window[1] // 2),
                                           (window_overlap[0] // 2, window_overlap[1] // 2))
+
+    # -- construction hooks: a subclass (the ablation variants) builds its own parts here, directly -----------------
+    def _max_encoder(self, channels: list[int], blocks: list, save_memory: bool, image_channels: int) -> Encoder:
+        return Encoder(channels, blocks, save_memory=save_memory)
+
+    def _max_decoder(self, channels: list[int], blocks: list, save_memory: bool, image_channels: int) -> Decoder:
+        return Decoder(channels, blocks, save_memory=save_memory)
+
+    def _estimator(self, **options: Any) -> FourierKernelEstimator:
+        return FourierKernelEstimator(**options)
+
+    def _run_fke(self, fke: FourierKernelEstimator, feature: Tensor, state: Any, blur: Tensor, encoded: Tensor,
+                 sharp: Tensor):
+        """One FKE call of a sub-UNet: ``feature`` d1, ``blur`` B, ``encoded`` e1 and ``sharp`` head(d1) + B of
+        that scale (the last two are what the Table 7 variants may estimate the kernel from)."""
+        return fke(feature, state=state, blur=blur)
 
     # ------------------------------------------------------------------------------------------------------------
     def set_save_memory(self, encoder: bool | None = None, decoder: bool | None = None,
@@ -408,7 +393,7 @@ class DeepRFTv2(nn.Module):
             half.append(self.head_mid[i](mdec[-1]) + images[1])
             md.feature = mdec[-1]
             if self.use_fke:
-                out = self.fke_mid[i](mdec[-1], state=md.fke, blur=images[1])
+                out = self._run_fke(self.fke_mid[i], mdec[-1], md.fke, images[1], menc[0], half[-1])
                 md.feature, md.fke = out.feature, out.state
                 half.append(out.image)
             latent = self.latent_fuse[i](md.feature, latent)
@@ -417,7 +402,7 @@ class DeepRFTv2(nn.Module):
         full.append(self.head_max[i](dec[-1]) + images[0])
         mx.feature = dec[-1]
         if self.use_fke:
-            out = self.fke_max[i](dec[-1], state=mx.fke, blur=images[0])
+            out = self._run_fke(self.fke_max[i], dec[-1], mx.fke, images[0], enc[0], full[-1])
             mx.feature, mx.fke = out.feature, out.state
             full.append(out.image)
 
@@ -430,44 +415,35 @@ class DeepRFTv2(nn.Module):
             self._column(i, images, mx, md, full, half)
         return DeblurOutputs(full, half)
 
-    def _pad(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        m = self.size_multiple
-        if not (h % m or w % m):
-            return x
-        if not self.pad_input:
-            raise ValueError(f'x: input size {h}x{w} (HxW) is not a multiple of {m}; DeepRFTv2 needs H and W '
-                             f'divisible by {m}. Pad or crop the image, or build the network with pad_input: true '
-                             f'(pads to {h + -h % m}x{w + -w % m} and crops the outputs back).')
-        return pad_to_multiple(x, m, mode='constant' if self.pad_mode == 'zeros' else 'reflect')[0]
-
-    def _forward_tiled(self, x: Tensor, scales: int) -> DeblurOutputs:
-        """The authors' test-time tiling (docs/evaluation.md), blended exactly: the pyramid is built on the whole image,
-        level k is cut into tiles of sub_image_size/2^k overlapping by overlap_size/2^k, all tiles (of all images
-        of the batch) run as one batch, and the outputs are blended back with linear ramps."""
-        pyramid = gaussian_pyramid(x, scales)
-        grid = TileGrid(tuple(x.shape[-2:]), self.sub_image_size, self.overlap_size)
-        out = self.forward_pyramid([grid.split(p, scale=Fraction(1, 2 ** k)) for k, p in enumerate(pyramid)])
-        if not self.return_all:  # only the prediction is re-assembled, as the authors do
-            return DeblurOutputs([grid.merge(out.full[-1])], [])
-        return DeblurOutputs([grid.merge(t) for t in out.full],
-                             [grid.merge(t, scale=Fraction(1, 2)) for t in out.half])
-
-    def forward(self, x: Tensor) -> DeblurOutputs | Tensor:
-        """Blurry images (B, C, H, W) -> DeblurOutputs (training / return_all) or the prediction (eval)."""
+    # ------------------------------------------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
         channels = self.embed_max[0].in_channels
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
             raise ValueError(f'x: expected a (B, {channels}, H, W) tensor, got '
                              f'{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}')
         h, w = x.shape[-2:]
-        x = self._pad(x)
-        scales = 2 if self.mid_scale else 1
-        if self.sub_image and not self.training:
-            out = self._forward_tiled(x, scales)
-        else:
-            out = self.forward_pyramid(gaussian_pyramid(x, scales))
-        if x.shape[-2:] != (h, w):
-            out = DeblurOutputs([t[..., :h, :w] for t in out.full], [t[..., :h // 2, :w // 2] for t in out.half])
-        if self.training or self.return_all:
-            return out
-        return out.full[-1]
+        m = self.size_multiple
+        if h % m or w % m:
+            raise ValueError(f'x: input size {h}x{w} (HxW) is not a multiple of {m}; DeepRFTv2 needs H and W '
+                             f'divisible by {m}. Pad or crop the image, or run it through '
+                             f'fke_basicsr.protocol.TestTimeProtocol (pads to {h + -h % m}x{w + -w % m} and crops '
+                             f'the prediction back; val.size_multiple / val.pad_mode in the options).')
+
+    # test-time tiling hooks (fke_basicsr.protocol.TestTimeProtocol): the authors cut the tiles from the pyramid
+    # of the whole image, level k into tiles of tile_size / 2^k overlapping by overlap / 2^k
+    @property
+    def tile_input_scales(self) -> tuple[Fraction, ...]:
+        return (Fraction(1), Fraction(1, 2)) if self.mid_scale else (Fraction(1),)
+
+    def tile_inputs(self, x: Tensor) -> list[Tensor]:
+        """The whole-image stage of a tiled run: the Gaussian pyramid [B1, B2] (B1 alone without the mid scale)."""
+        self._check_input(x)
+        return gaussian_pyramid(x, 2 if self.mid_scale else 1)
+
+    def forward_tiles(self, inputs: Sequence[Tensor]) -> DeblurOutputs:
+        """Tiles of the pyramid levels → all outputs of those tiles."""
+        return self.forward_pyramid(inputs)
+
+    def forward(self, x: Tensor) -> DeblurOutputs:
+        """Blurry images (B, C, H, W), H and W multiples of ``size_multiple`` -> :class:`DeblurOutputs`."""
+        return self.forward_pyramid(self.tile_inputs(x))

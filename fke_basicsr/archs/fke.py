@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fke_basicsr.archs.blocks import LayerNorm2d, WindowGrid, _pair, build_block
+from fke_basicsr.archs.blocks import LayerNorm2d, build_block
+from fke_basicsr.ops.geometry import TileGrid, WindowGrid, to_pair
 from fke_basicsr.ops.fft import irfft2, rfft2
 from fke_basicsr.ops.reversible import CarriedRef, reversible_column
 
@@ -119,7 +120,7 @@ class FourierKernelEstimator(nn.Module):
             the width must be even (DeepRFTv2's irfft2 has no size argument).
         window, window_overlap: FKE tiling when the map exceeds ``window`` (DPDD, ATD): training (or overlap 0)
             → non-overlapping windows with border windows snapped to the edge; eval → overlapping tiles merged
-            with the blended, seam-free :class:`fke_basicsr.tiling.TileGrid`. The state is per tile.
+            with the blended, seam-free :class:`fke_basicsr.ops.geometry.TileGrid`. The state is per tile.
         save_memory: run the column through the reversible (activation-free) autograd function.
     """
 
@@ -134,8 +135,8 @@ class FourierKernelEstimator(nn.Module):
                 raise ValueError(f'{name} must be a positive int, got {v!r}')
         self.in_channels, self.width, self.first_column = in_channels, width, bool(first_column)
         self.pad_to_even = bool(pad_to_even)
-        self.window = None if window is None else _pair(window, 'window')
-        overlap = (0, 0) if window_overlap in (0, None) else _pair(window_overlap, 'window_overlap')
+        self.window = None if window is None else to_pair(window, 'window')
+        overlap = (0, 0) if window_overlap in (0, None) else to_pair(window_overlap, 'window_overlap')
         if self.window is not None and (overlap[0] >= self.window[0] or overlap[1] >= self.window[1]):
             raise ValueError(f'window_overlap {overlap} must be smaller than window {self.window}')
         self.window_overlap = overlap
@@ -183,8 +184,6 @@ class FourierKernelEstimator(nn.Module):
             return None
         if self.training or self.window_overlap == (0, 0):
             return WindowGrid(h, w, self.window)
-        from fke_basicsr.tiling import TileGrid  # late import: tiling is only needed for blended evaluation
-
         return TileGrid((h, w), self.window, self.window_overlap)
 
     def forward(self, feat: Tensor, state: Sequence[Tensor] | None = None, blur: Tensor | None = None) -> FKEOutput:

@@ -6,23 +6,20 @@ result in the module's own layout. Outputs may be feature maps (B, C, H, W) or t
 module receives its spatial size as an argument (SwinIR's ``layer(x, x_size)``). Consecutive FKEs form a chain
 of columns: each passes its column state to the next (as ATD-light+FKE), through a per-forward holder object.
 
-Base-arch checkpoints load as they are: ``load_state_dict`` accepts the plain base layout (with or without a
-``base.`` prefix), maps it onto the wrapped modules and reports the FKE keys left at initialisation.
+Base-arch checkpoints load as they are through :func:`fke_basicsr.checkpoints.load_checkpoint`: the plain base
+layout maps onto the wrapped modules and the FKE keys stay at initialisation (listed as missing keys).
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
-from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 import torch
-from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from fke_basicsr.archs.fke import FourierKernelEstimator
-from fke_basicsr.registry import register
+from fke_basicsr.registry import close_names, did_you_mean, register
 
 __all__ = ['FKEAttach', 'AttachedFKE', 'AttachOptions', 'default_attach_points', 'expose_base_options']
 
@@ -76,13 +73,11 @@ class AttachedFKE(nn.Module):
 
 def default_attach_points(base: nn.Module) -> list[str]:
     """The documented tail of common archs: the last block of ``body`` (EDSR, RCAN, RRDBNet, MSRResNet) or of
-    ``layers`` (SwinIR, ATD); for DeepRFTv2 the last block of the last column's max-scale decoder."""
+    ``layers`` (SwinIR, ATD); any other arch names its points with ``at:``."""
     for attr in ('body', 'layers'):
         container = getattr(base, attr, None)
         if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(container) > 0:
             return [f'{attr}.{len(container) - 1}']
-    if hasattr(base, 'default_fke_attach_points'):
-        return list(base.default_fke_attach_points())
     raise ValueError(f'{type(base).__name__} has no documented default attach point: name the modules with '
                      '`at:` (module paths from `named_modules()`, glob patterns allowed).')
 
@@ -150,9 +145,8 @@ class FKEAttach(nn.Module):
         base_opt = dict(base)
         base_type = base_opt.pop('type')
         if base_type not in ARCH_REGISTRY:
-            near = difflib.get_close_matches(str(base_type), list(ARCH_REGISTRY.keys()), n=5, cutoff=0.5)
-            raise ValueError(f"base.type '{base_type}' is not a registered arch" +
-                             (f"; did you mean: {', '.join(near)}?" if near else ''))
+            raise ValueError(f"base.type '{base_type}' is not a registered arch."
+                             f"{did_you_mean(base_type, ARCH_REGISTRY.keys())}")
         self.base = ARCH_REGISTRY.get(base_type)(**base_opt)
         self.base_type = base_type
         in_channels = next((base_opt[k] for k in _IN_CHANNEL_KEYS if k in base_opt), 3)
@@ -224,12 +218,12 @@ class FKEAttach(nn.Module):
             # '*' also matches dots: keep the outermost modules a pattern names (body.* → body.0, not body.0.conv1)
             matched = [n for n in matched if not any(n.startswith(m + '.') for m in matched)]
             if not matched:
-                near = difflib.get_close_matches(pattern, list(layouts), n=6, cutoff=0.4)
+                near = close_names(pattern, layouts, n=6, cutoff=0.4)
                 raise ValueError(f"at: '{pattern}' matches no module of {self.base_type}. Nearest modules with a "
                                  f"feature-map output: {', '.join(near) or ', '.join(list(layouts)[-6:])}")
             for name in matched:
                 if name not in layouts:
-                    near = difflib.get_close_matches(name, list(layouts), n=6, cutoff=0.4)
+                    near = close_names(name, layouts, n=6, cutoff=0.4)
                     raise ValueError(f"at: module '{name}' of {self.base_type} does not output a feature map "
                                      f"(B, C, H, W) or tokens with a known (H, W). Nearest valid modules: "
                                      f"{', '.join(near) or ', '.join(list(layouts)[-6:])}")
@@ -251,31 +245,8 @@ class FKEAttach(nn.Module):
             self._chain.state = None
 
     # -------------------------------------------------------------------------------------- checkpoints
-    def _wrapped_key(self, key: str) -> str:
-        """Map a plain base key (``body.15.conv1.weight``) onto this model (``base.body.15.inner.conv1.weight``)."""
-        for path in self.attach_points:
-            if key.startswith(path + '.'):
-                return f'base.{path}{_WRAPPED}{key[len(path) + 1:]}'
-        return f'base.{key}'
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        """Load our own layout, or a plain base-arch state dict (base keys strict, FKE keys reported)."""
-        own = set(self.state_dict().keys())
-        if set(state_dict) & own or not state_dict:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        plain = OrderedDict((k[len('base.'):] if k.startswith('base.') else k, v) for k, v in state_dict.items())
-        mapped = OrderedDict((self._wrapped_key(k), v) for k, v in plain.items())
-        result = super().load_state_dict(mapped, strict=False, assign=assign)
-        fke_missing = [k for k in result.missing_keys if '.fke.' in k]
-        base_missing = [k for k in result.missing_keys if '.fke.' not in k]
-        if strict and (base_missing or result.unexpected_keys):
-            raise RuntimeError(f'Base checkpoint does not match {self.base_type}: missing {base_missing[:8]}, '
-                               f'unexpected {result.unexpected_keys[:8]}')
-        get_root_logger().info(f'FKEAttach: loaded {len(mapped)} base keys of {self.base_type}; '
-                               f'{len(fke_missing)} FKE keys left at initialisation.')
-        self.last_load_report = {'loaded': list(mapped), 'fke_left_at_init': fke_missing,
-                                 'missing': base_missing, 'unexpected': list(result.unexpected_keys)}
-        return result
+    # A plain base-arch checkpoint loads through fke_basicsr.checkpoints.load_checkpoint (layout 'FKEAttach':
+    # base.<point>.inner <-> <point>, the FKEs stay at initialisation and are listed as missing).
 
     def extra_repr(self) -> str:
         per = ', '.join(f'{p}: {n:,}' for p, n in zip(self.attach_points, self.fke_params))

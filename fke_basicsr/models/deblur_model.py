@@ -9,11 +9,13 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
+from fke_basicsr.archs.outputs import levels as levels_of
 from fke_basicsr.models.restoration_model import TRAIN_KEYS, RestorationModel
+from fke_basicsr.ops.geometry import to_pair
 from fke_basicsr.ops.pyramid import gaussian_pyramid
 from fke_basicsr.registry import register
 
-__all__ = ['DeblurModel', 'LEVEL_SUFFIXES', 'Stage', 'output_levels', 'parse_progressive', 'split_outputs']
+__all__ = ['DeblurModel', 'LEVEL_SUFFIXES', 'Stage', 'parse_progressive']
 
 STAGE_KEYS = ('iters', 'gt_size', 'batch')
 
@@ -23,14 +25,6 @@ class Stage(NamedTuple):
     iters: int
     size: tuple[int, int]
     batch: int
-
-
-def _pair(value: Any, key: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    raise ValueError(f'{key}: expected an int or [height, width], got {value!r}')
 
 
 def parse_progressive(stages: Any, total_iter: int, loader_gt_size: Any, multiple: int = 8,
@@ -43,7 +37,7 @@ def parse_progressive(stages: Any, total_iter: int, loader_gt_size: Any, multipl
     """
     if not isinstance(stages, Sequence) or isinstance(stages, str) or not stages:
         raise ValueError(f'train.progressive: expected a non-empty list of {{iters, gt_size, batch}}, got {stages!r}')
-    loader = _pair(loader_gt_size, 'datasets.train.gt_size') if loader_gt_size is not None else None
+    loader = to_pair(loader_gt_size, 'datasets.train.gt_size', minimum=None) if loader_gt_size is not None else None
     out = []
     for j, st in enumerate(stages):
         key = f'train.progressive[{j}]'
@@ -60,7 +54,7 @@ def parse_progressive(stages: Any, total_iter: int, loader_gt_size: Any, multipl
             raise ValueError(f'{key}.iters: expected a positive int, got {iters!r}')
         if not isinstance(batch, int) or batch <= 0:
             raise ValueError(f'{key}.batch: expected a positive int (the global batch), got {batch!r}')
-        size = _pair(st['gt_size'], f'{key}.gt_size')
+        size = to_pair(st['gt_size'], f'{key}.gt_size', minimum=None)
         if any(s <= 0 or s % multiple for s in size):
             raise ValueError(f'{key}.gt_size: {st["gt_size"]} must be positive and divisible by {multiple} '
                              '(the arch\'s size_multiple)')
@@ -85,29 +79,8 @@ def parse_progressive(stages: Any, total_iter: int, loader_gt_size: Any, multipl
     return out
 
 
-def split_outputs(out: Any) -> tuple[list[Tensor], list[Tensor]]:
-    """(full-res outputs, half-res outputs) of a training forward: DeblurOutputs, a list or one tensor."""
-    if isinstance(out, Tensor):
-        return [out], []
-    full = getattr(out, 'full', None)
-    if full is not None:
-        return list(full), list(getattr(out, 'half', None) or [])
-    if isinstance(out, (list, tuple)) and all(isinstance(t, Tensor) for t in out):
-        return list(out), []
-    raise ValueError(f'network output must be DeblurOutputs, a list of Tensors or a Tensor, got {type(out).__name__}')
-
-
 # Loss-name suffix per pyramid level of the outputs: full, half (DeepRFTv2), quarter (MIMO-UNet, Fig. 3 c).
 LEVEL_SUFFIXES = ('', '_half', '_quarter')
-
-
-def output_levels(out: Any) -> list[list[Tensor]]:
-    """A network output's images grouped by resolution, [full, half, quarter]; trailing empty levels dropped."""
-    full, half = split_outputs(out)
-    levels = [full, half, list(getattr(out, 'quarter', None) or [])]
-    while len(levels) > 1 and not levels[-1]:
-        levels.pop()
-    return levels
 
 
 def _mean_loss(criterion, preds: list[Tensor], target: Tensor) -> Tensor:
@@ -130,7 +103,10 @@ class DeblurModel(RestorationModel):
         train = opt.get('train') or {}
         if opt.get('is_train') and train.get('progressive') is not None:
             loader = (opt.get('datasets') or {}).get('train') or {}
-            multiple = int(getattr(cls, 'size_multiple', 8))
+            # the arch class's multiple; the built network's own (it may be smaller) is checked again at init
+            from basicsr.utils.registry import ARCH_REGISTRY
+            arch = (opt.get('network_g') or {}).get('type')
+            multiple = int(getattr(ARCH_REGISTRY.get(arch), 'size_multiple', 1) if arch in ARCH_REGISTRY else 1)
             parse_progressive(train['progressive'], int(train['total_iter']), loader.get('gt_size'), multiple,
                               int(opt.get('world_size', 1) or 1), loader.get('batch_size_per_gpu'),
                               int(train.get('accum_iter', 1)))
@@ -201,7 +177,7 @@ class DeblurModel(RestorationModel):
     def compute_losses(self, output: Any, gt: Tensor) -> tuple[Tensor, OrderedDict]:
         """L1 + FreqLoss over the full-res outputs vs GT, and the same over every coarser level's outputs (half-res;
         MIMO-UNet's quarter-res too) vs the matching Gaussian-pyramid level of the GT."""
-        levels = [[o.float() for o in outs] for outs in output_levels(output)]
+        levels = [[o.float() for o in outs] for outs in levels_of(output)]
         full = levels[0]
         gts = gaussian_pyramid(gt, len(levels))  # one level: [gt]
         terms = OrderedDict()

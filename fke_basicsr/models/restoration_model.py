@@ -6,7 +6,8 @@ Restormer's ``CosineAnnealingRestartCyclicLR`` besides BasicSR's schedulers; an 
 (``fft_loss_opt``); gradient-norm clipping; AMP (``amp: bf16|fp16|off``; FFTs and scans stay fp32 inside the
 ops, fp16 uses a GradScaler); gradient accumulation (``accum_iter``: each loaded batch runs as that many
 micro-batches, so one iteration is still one optimiser step and the effective batch is unchanged);
-validation on full images padded to the arch's ``size_multiple`` (optionally tiled); atomic checkpoints.
+validation through the ``val:`` test-time protocol (fke_basicsr.protocol: pad, whole or tiled); atomic
+checkpoints.
 Options are checked when the model is built and a mistake raises ValueError naming the key.
 """
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models import lr_scheduler as basicsr_schedulers
@@ -31,9 +31,11 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
+from fke_basicsr.archs.outputs import prediction
+from fke_basicsr.protocol import TILE_KEYS, TestTimeProtocol, check_network_options
 from fke_basicsr.registry import register
 
-__all__ = ['RestorationModel', 'CosineAnnealingRestartCyclicLR', 'AMP_DTYPES', 'final_output']
+__all__ = ['RestorationModel', 'CosineAnnealingRestartCyclicLR', 'AMP_DTYPES']
 
 AMP_DTYPES = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
@@ -45,18 +47,6 @@ TRAIN_KEYS = frozenset({
     'fft_loss_opt', 'use_grad_clip', 'grad_clip_norm', 'amp', 'accum_iter'})
 VAL_KEYS = frozenset({'val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'amp', 'pad_mode', 'pad_to',
                       'size_multiple'})
-
-
-def final_output(out: Any) -> Tensor:
-    """The prediction of a network output: a tensor, the last full-res output of DeblurOutputs, or a list's last."""
-    if isinstance(out, Tensor):
-        return out
-    full = getattr(out, 'full', None)
-    if full is not None:
-        return full[-1]
-    if isinstance(out, (list, tuple)) and out and isinstance(out[-1], Tensor):
-        return out[-1]
-    raise ValueError(f'network output must be a Tensor, a list of Tensors or DeblurOutputs, got {type(out).__name__}')
 
 
 class CosineAnnealingRestartCyclicLR(LRScheduler):
@@ -144,8 +134,13 @@ class RestorationModel(SRModel):
         tile = val.get('tile')
         if tile is not None:
             if not isinstance(tile, Mapping) or 'size' not in tile:
-                raise ValueError(f"val.tile: expected a mapping {{size: int, overlap: int}}, got {tile!r}")
-            _check_known('val.tile', tile.keys(), ('size', 'overlap'))
+                raise ValueError(f"val.tile: expected a mapping {{size: int, overlap: int, batch: int}}, got {tile!r}")
+            _check_known('val.tile', tile.keys(), TILE_KEYS)
+        check_network_options(opt.get('network_g'))
+        try:  # the protocol's own checks (tile vs size_multiple, overlap, batch, pad_mode) before any folder is made
+            TestTimeProtocol.from_options(val, None, scale=1)
+        except ValueError as err:
+            raise ValueError(f'val: {err}') from None
         if not opt.get('is_train', False):
             return
         train = opt.get('train')
@@ -269,7 +264,7 @@ class RestorationModel(SRModel):
 
     def compute_losses(self, output: Any, gt: Tensor) -> tuple[Tensor, OrderedDict]:
         """Total loss and its named terms for one (micro-)batch; outputs are cast to fp32 first."""
-        pred = final_output(output).float()
+        pred = prediction(output).float()
         terms = OrderedDict()
         if self.cri_pix:
             terms['l_pix'] = self.cri_pix(pred, gt)
@@ -311,38 +306,18 @@ class RestorationModel(SRModel):
             self.model_ema(decay=self.ema_decay)
 
     # ----------------------------------------------------------------------------------------- inference
-    def _size_multiple(self, net: torch.nn.Module) -> int:
-        return int((self.opt.get('val') or {}).get('size_multiple', getattr(net, 'size_multiple', 1)) or 1)
+    def protocol(self, net: torch.nn.Module) -> TestTimeProtocol:
+        """The test-time protocol of the ``val:`` section (zero padding by default: the authors' validation)."""
+        val_opt = dict(self.opt.get('val') or {})
+        if val_opt.get('tile') is None and self.opt.get('tile'):
+            val_opt['tile'] = self.opt['tile']
+        return TestTimeProtocol.from_options(val_opt, net, scale=int(self.opt.get('scale', 1)), pad_mode='constant')
 
     def infer(self, net: torch.nn.Module, lq: Tensor) -> Tensor:
-        """Full-image prediction: pad bottom/right to the arch's multiple, optionally tile, crop back."""
-        from fke_basicsr.tiling import crop_to, pad_to_multiple, tiled_apply
-        val_opt = self.opt.get('val') or {}
-        multiple = self._size_multiple(net)
-        mode = val_opt.get('pad_mode', 'constant')
-        h, w = lq.shape[-2:]
-        pad_to = val_opt.get('pad_to')
-        if pad_to:  # RealBlur protocol: zero-pad every frame to one fixed size (776x680); the FKE's FFT sees it
-            th, tw = (pad_to, pad_to) if isinstance(pad_to, int) else pad_to
-            lq = F.pad(lq, (0, max(tw - w, 0), 0, max(th - h, 0)), mode=mode)
-        # Zero padding at the bottom/right is the authors' validation protocol (docs/evaluation.md, Test-time protocol).
-        x, _ = pad_to_multiple(lq, multiple, mode=mode)
-
-        def run(t: Tensor) -> Tensor:
-            return final_output(net(t)).float()
-
-        tile = val_opt.get('tile') or self.opt.get('tile')
-        scale = int(self.opt.get('scale', 1))
-        with self.autocast(_as_dtype(val_opt.get('amp', 'off'), 'val.amp')):
-            if tile:
-                size = int(tile['size'])
-                if size % multiple:
-                    raise ValueError(f'val.tile.size: {size} must be a multiple of {multiple} (the arch\'s '
-                                     'size_multiple)')
-                y = tiled_apply(run, x, tile=size, overlap=int(tile.get('overlap', 0)), scale=scale)
-            else:
-                y = run(x)
-        return crop_to(y, (h * scale, w * scale))
+        """Full-image prediction through the val protocol: pad, whole or tiled, crop back (fke_basicsr.protocol)."""
+        protocol = self.protocol(net)
+        with self.autocast(_as_dtype((self.opt.get('val') or {}).get('amp', 'off'), 'val.amp')):
+            return protocol(net, lq).float()
 
     def test(self) -> None:
         ema = hasattr(self, 'net_g_ema')

@@ -1,10 +1,12 @@
-"""Tiling (docs/evaluation.md, Test-time protocol): authors' tile starts and ramps, exact partition of unity."""
+"""fke_basicsr.ops.geometry: the one window-start rule, WindowGrid (maps and ATD tokens), the authors' tile starts
+and ramps, exact partition of unity, padding."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fke_basicsr.tiling import TileGrid, blend_weights, crop_to, pad_to_multiple, tile_starts, tiled_apply
+from fke_basicsr.ops.geometry import (TileGrid, WindowGrid, blend_weights, crop_to, pad_symmetric_to, pad_to_multiple,
+                                      tile_starts, tiled_apply, to_pair, window_option, window_starts)
 
 torch.set_num_threads(2)
 
@@ -221,3 +223,66 @@ def test_validation_errors():
         tiled_apply(lambda t: t, x, 16, 4, tile_batch=0)
     with pytest.raises(ValueError, match='x'):
         tiled_apply(lambda t: t, x[0], 16, 4)
+
+
+# ---------------------------------------------------------------------------------------------- windows
+def test_window_grid_partition():
+    x = torch.arange(2 * 10 * 7, dtype=torch.float32).view(2, 1, 10, 7)
+    grid = WindowGrid(10, 7, 4)
+    wins = grid.split(x)
+    assert grid.rows == [0, 4, 6] and grid.cols == [0, 3]
+    assert wins.shape == (2 * 3 * 2, 1, 4, 4)
+    torch.testing.assert_close(grid.merge(wins), x)
+    # each pixel comes from its owner: full windows, and the snapped window only for the remainder
+    tag = torch.cat([torch.full((2, 1, 4, 4), float(k)) for k in range(6)])
+    owner = grid.merge(tag)[0, 0]
+    assert owner[0:4, 0:4].eq(0).all() and owner[0:4, 4:7].eq(1).all()
+    assert owner[4:8, 0:4].eq(2).all() and owner[8:10, 0:4].eq(4).all() and owner[8:10, 4:].eq(5).all()
+    g = WindowGrid(5, 5, 8)  # window larger than the map: clamped, one window
+    assert g.window == (5, 5) and g.num_windows == 1
+
+
+@pytest.mark.parametrize('size,win', [(8, 4), (10, 4), (4, 4), (3, 4), (13, 5), (1, 1)])
+def test_one_start_rule_for_windows_and_tiles(size, win):
+    """Non-overlapping windows are the overlap-0 tiles: a regular grid plus one window flush with the far edge."""
+    k = min(win, size)
+    ref = list(range(0, size - k + 1, k)) + ([size - k] if size % k else [])
+    assert window_starts(size, win) == ref == tile_starts(size, win, 0)
+
+
+@pytest.mark.parametrize('h,w', [(8, 12), (10, 13), (4, 7)])
+def test_window_tokens_against_loops(h, w):
+    """ATD's (B, H, W, C) token layout: windows in raster order, each pixel read back from its owner."""
+    ws = 4
+    x = torch.randn(2, h, w, 3)
+    grid = WindowGrid(h, w, ws)
+    win = grid.tokens(x)
+    rows = list(range(0, h - ws + 1, ws)) + ([h - ws] if h % ws else [])
+    cols = list(range(0, w - ws + 1, ws)) + ([w - ws] if w % ws else [])
+    ref = torch.stack([x[:, r:r + ws, c:c + ws].reshape(2, ws * ws, 3) for r in rows for c in cols], 1)
+    assert torch.equal(win, ref)
+    assert torch.equal(grid.untokens(win), x)
+    # the token and the map layouts agree
+    maps = grid.split(x.permute(0, 3, 1, 2))  # (nW*B, C, ws, ws)
+    torch.testing.assert_close(grid.untokens(win).permute(0, 3, 1, 2), grid.merge(maps))
+
+
+def test_symmetric_pad_matches_numpy():
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    ref = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 3), (0, 1)), mode='symmetric')
+    assert torch.equal(pad_to_multiple(x, 8, 'symmetric')[0], torch.from_numpy(ref))
+    assert pad_symmetric_to(torch.rand(1, 1, 3, 2), 16, 16).shape[-2:] == (16, 16)  # shorter than its padding
+
+
+def test_pair_and_window_options():
+    assert to_pair(3, 'a') == (3, 3) and to_pair([2, 5], 'a') == (2, 5) and to_pair(0, 'a', minimum=0) == (0, 0)
+    for bad in (0, True, [1, 2, 3], 'x', [1.0, 2]):
+        with pytest.raises(ValueError, match='a:'):
+            to_pair(bad, 'a')
+    assert window_option(None, 'w') == (None, (0, 0))
+    assert window_option(320, 'w') == ((320, 320), (0, 0))
+    assert window_option({'size': [32, 64], 'overlap': 8}, 'w') == ((32, 64), (8, 8))
+    with pytest.raises(ValueError, match='w: overlap'):
+        window_option({'size': 8, 'overlap': 8}, 'w')
+    with pytest.raises(ValueError, match='size'):
+        window_option({'window': 8}, 'w')
