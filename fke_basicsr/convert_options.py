@@ -145,9 +145,11 @@ ATD_DEAD: dict[str, str] = {
     'get_ker': 'kernel-visualisation outputs only; the prediction is unchanged',
     'save_memorys': 'reversible memory saving of the FKE columns: memory only, the numerics are identical',
 }
-ATD_SAME = ('type', 'upscale', 'in_chans', 'img_size', 'patch_size', 'embed_dim', 'depths', 'num_heads',
+ATD_SAME = ('type', 'upscale', 'in_chans', 'img_size', 'embed_dim', 'depths', 'num_heads',
             'window_size', 'category_size', 'num_tokens', 'reducted_dim', 'convffn_kernel_size', 'img_range',
-            'mlp_ratio', 'qkv_bias', 'ape', 'patch_norm', 'upsampler', 'resi_connection', 'use_checkpoint')
+            'mlp_ratio', 'qkv_bias', 'patch_norm', 'upsampler', 'resi_connection', 'use_checkpoint')
+# ATD-light's fixed choices: accepted at these values (dropped, nothing to set), refused otherwise.
+ATD_LIGHT_FIXED = {'patch_size': (1, '1x1 patch embedding'), 'ape': (False, 'no absolute position embedding')}
 
 
 def _refuse(source: str, key: str, value: Any, why: str, fix: str) -> ConversionError:
@@ -208,10 +210,18 @@ def convert_deeprft_network(net: Mapping, rep: Report, src: str) -> tuple[dict, 
     _fixed_and_dead(net, DEEPRFT_FIXED, DEEPRFT_DEAD, rep, src)
     ours: dict[str, Any] = {'type': 'DeepRFTv2'}
     rep.add('network_g.type', 'kept')
-    for key in ('inp_channels', 'out_channels', 'mid_scale', 'train_size', 'patch_size'):
+    for key in ('inp_channels', 'mid_scale', 'train_size'):
         if key in net:
             ours[key] = net[key]
             rep.add(f'network_g.{key}', 'kept')
+    if 'out_channels' in net:
+        if net['out_channels'] != net.get('inp_channels', 3):
+            raise _refuse(src, 'network_g.out_channels', net['out_channels'], 'differs from inp_channels',
+                          'DeepRFTv2 restores the image it is given: use out_channels equal to inp_channels.')
+        rep.add('network_g.out_channels', 'dropped', 'always equal to inp_channels')
+    if 'patch_size' in net:
+        ours['scan_window'] = net['patch_size']
+        rep.add('network_g.patch_size', 'mapped', f"-> scan_window: {net['patch_size']} (the EVSS2D scan window)")
     ncol = int(net.get('num_global_unet', 2))
     ours['num_columns'] = ncol
     rep.add('network_g.num_global_unet', 'mapped', f'-> num_columns: {ncol}')
@@ -314,11 +324,11 @@ def convert_deeprft_network(net: Mapping, rep: Report, src: str) -> tuple[dict, 
     else:
         val['tile'] = None
         rep.add('network_g.sub_image', 'mapped', '-> val.tile: null (whole images)')
-    ours['fke_window'], ours['fke_window_overlap'] = size, overlap
+    ours['fke_window'] = {'size': size, 'overlap': overlap}
     for key in ('sub_image_size', 'overlap_size'):
         if key in net:
-            rep.add(f'network_g.{key}', 'mapped', f'-> val.tile and fke_window: {size} / fke_window_overlap: '
-                    f'{overlap} (the authors\' FKEs work in windows of that size on larger maps)')
+            rep.add(f'network_g.{key}', 'mapped', f'-> val.tile and fke_window: {{size: {size}, overlap: '
+                    f'{overlap}}} (the authors\' FKEs work in windows of that size on larger maps)')
     unknown = [k for k in net if not any(e[0] == f'network_g.{k}' for e in rep.entries)]
     if unknown:
         raise _refuse(src, f'network_g.{unknown[0]}', net[unknown[0]], 'is not an option of the authors\' '
@@ -335,6 +345,12 @@ def convert_atd_network(net: Mapping, rep: Report, src: str) -> tuple[dict, dict
                           'the ATD-light sizes (embed_dim 48, depths [6, 6, 6, 6]).')
     _fixed_and_dead(net, ATD_FIXED, ATD_DEAD, rep, src)
     ours = {}
+    for key, (value, what) in ATD_LIGHT_FIXED.items():
+        if key in net:
+            if net[key] != value:
+                raise _refuse(src, f'network_g.{key}', net[key], f'differs from ATD-light ({what})',
+                              f'Use {key}: {value!r}; only ATD-light is implemented.')
+            rep.add(f'network_g.{key}', 'dropped', f'ATD-light always has {what}')
     for key in ATD_SAME:
         if key in net:
             ours[key] = net[key]
@@ -353,10 +369,10 @@ def convert_atd_network(net: Mapping, rep: Report, src: str) -> tuple[dict, dict
         val['tile'] = None
         rep.add('network_g.sub_image', 'mapped', '-> val.tile: null (whole images)')
     if fke:
-        ours['fke_window'], ours['fke_window_overlap'] = size, overlap
+        ours['fke_window'] = {'size': size, 'overlap': overlap}
     for key in ('ker_size', 'overlap_size'):
         if key in net:
-            rep.add(f'network_g.{key}', 'mapped', f'-> val.tile and fke_window: {size} / fke_window_overlap: {overlap}')
+            rep.add(f'network_g.{key}', 'mapped', f'-> val.tile and fke_window: {{size: {size}, overlap: {overlap}}}')
     unknown = [k for k in net if not any(e[0] == f'network_g.{k}' for e in rep.entries)]
     if unknown:
         raise _refuse(src, f'network_g.{unknown[0]}', net[unknown[0]], 'is not an option of the authors\' ATD '

@@ -105,7 +105,7 @@ def test_realblur_frames_pad_and_crop_as_theirs():
     assert out['train']['progressive'] == [{'iters': 50000, 'gt_size': 512, 'batch': 16},
                                            {'iters': 100000, 'gt_size': [776, 680], 'batch': 8}]
     assert out['val']['pad_to'] == [776, 680] and 'tile' not in out['val']
-    assert out['network_g']['fke_window'] == 1512 and out['network_g']['variant'] == 'B'
+    assert out['network_g']['fke_window'] == {'size': 1512, 'overlap': 80} and out['network_g']['variant'] == 'B'
     from fke_basicsr.models.deblur_model import DeblurModel
     DeblurModel.check_options({**out, 'is_train': True, 'world_size': 8})
 
