@@ -164,7 +164,8 @@ def _check_network(net_key: str, net_opt: dict, registry, source: str) -> None:
         if key == 'type':
             continue
         if key not in params:
-            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            from fke_basicsr.registry import close_names
+            near = close_names(key, valid, n=1)
             fix = f"did you mean `{near[0]}`? " if near else ''
             raise OptionsError(f"{source}: `{net_key}.{key}` is not an option of {net_opt['type']}; {fix}Valid keys: "
                                f"{', '.join(valid)}.")

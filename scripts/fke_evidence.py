@@ -136,8 +136,8 @@ def validation_psnr(net: Any, val_dir: str, limit: int | None = None) -> tuple[f
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import img2tensor, tensor2img
 
-    from fke_basicsr.models.restoration_model import final_output
-    from fke_basicsr.tiling import crop_to, pad_to_multiple
+    from fke_basicsr.archs.outputs import prediction
+    from fke_basicsr.ops.geometry import crop_to, pad_to_multiple
     was_training = net.training
     net.eval()
     rows = []
@@ -147,7 +147,7 @@ def validation_psnr(net: Any, val_dir: str, limit: int | None = None) -> tuple[f
         x = img2tensor(blur.astype('float32') / 255.0, bgr2rgb=True, float32=True)[None]
         xp, size = pad_to_multiple(x, getattr(net, 'size_multiple', 8))
         with torch.no_grad():
-            out = tensor2img(crop_to(final_output(net(xp)), size))
+            out = tensor2img(crop_to(prediction(net(xp)), size))
         rows.append((calculate_psnr(blur, gt, 0), calculate_psnr(out, gt, 0)))
     net.train(was_training)
     return float(np.mean([r[0] for r in rows])), float(np.mean([r[1] for r in rows]))

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / 'demo_kernel_correlation.json').write_text(json.dumps(corr, indent=1))
         from fke_basicsr.kernel_metrics import agreement_table, kernel_agreement
-        from fke_basicsr.profile import build_model, network_options
+        from fke_basicsr.build import build_model, network_options
         torch.manual_seed(0)  # the same network, freshly initialised (no weights): the baseline
         untrained = build_model(network_options(args.opt, args.arch, args.variant, parse_sets(args.sets)))
         agree = {'model': kernel_agreement(model, args.demo_root, args.limit, eps=args.eps),

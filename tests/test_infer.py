@@ -12,7 +12,7 @@ from torch import nn
 
 import fke_basicsr  # noqa: F401
 from fke_basicsr import infer
-from fke_basicsr.profile import build_model
+from fke_basicsr.build import build_model
 from fke_basicsr.archs.outputs import prediction
 from fke_basicsr.ops.geometry import TileGrid
 from fke_basicsr.ops.pyramid import gaussian_pyramid

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ __all__ = ['CHUNK', 'available', 'scan_cpu_core']
 
 CHUNK = 64  # steps between saved states; the backward's per-thread buffer is CHUNK x N
 
+
+# numba's pool is sized once, at import. A pool larger than the threads later asked for (numba.set_num_threads)
+# made training steps differ in the last bits between otherwise identical processes (an exact resume broke), so
+# the pool is sized to torch's thread count unless the user set NUMBA_NUM_THREADS.
+os.environ.setdefault('NUMBA_NUM_THREADS', str(max(1, torch.get_num_threads())))
 
 try:  # optional dependency: without it ``available()`` is False and nothing below is compiled
     import numba
