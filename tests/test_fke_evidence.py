@@ -22,6 +22,14 @@ def _load(name: str):
     return mod
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    import torch
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)  # fke_evidence sets --threads in-process
+
+
 @pytest.fixture(scope='module')
 def shake_data(tmp_path_factory) -> Path:
     mdd = _load('make_demo_dataset')
