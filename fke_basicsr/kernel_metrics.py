@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from fke_basicsr.kernels import FKECapture, _half_kernel, _read_rgb, _resize_to, analyse, gt_kernel, linear_cka
 
-__all__ = ['kernel_otf', 'attenuated_mask', 'otf_agreement', 'cka_to_otf', 'division_scores', 'fke_scores',
+__all__ = ['kernel_otf', 'attenuated_mask', 'otf_agreement', 'cka_to_otf', 'division_scores', 'identity_scores',
+           'fke_scores',
            'kernel_agreement', 'agreement_table', 'METRIC_KEYS']
 
 METRIC_KEYS = ('otf_mag', 'otf_phase', 'cka_r0', 'cka_rL')
@@ -133,6 +134,15 @@ def division_scores(blur: Tensor, sharp: Tensor, kernel: np.ndarray, size: tuple
     return {**otf_agreement(spec, otf, threshold), 'cka_r0': cka, 'cka_rL': cka}
 
 
+def identity_scores(kernel: np.ndarray, size: tuple[int, int], full_h: int,
+                    threshold: float = 0.9) -> dict[str, float]:
+    """The scores of the identity filter (a centred delta, K = 1 at every frequency) at resolution ``size``: what
+    an FKE that learned to pass its feature through unchanged scores (its phase score is not 0: a compact kernel's
+    OTF is mostly in phase with 1 at low frequencies). Its magnitude score and CKA are 0 (a constant)."""
+    otf = kernel_otf(_kernel_at(kernel, size[0], full_h), size)
+    return {**otf_agreement(torch.ones_like(otf), otf, threshold), 'cka_r0': 0.0, 'cka_rL': 0.0}
+
+
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -160,12 +170,15 @@ def kernel_agreement(model: nn.Module, root: str | os.PathLike, limit: int | Non
             if c.name not in row['division']:
                 row['division'][c.name] = division_scores(_crop(blur, res), _crop(sharp, res), kernel, size,
                                                           full_h, threshold, eps)
+                row.setdefault('identity', {})[c.name] = identity_scores(kernel, size, full_h, threshold)
         rows.append(row)
     fkes = list(rows[0]['fke'])
     per_fke = {n: _mean([r['fke'][n] for r in rows]) for n in fkes}
     div = {n: _mean([r['division'][n] for r in rows]) for n in fkes}
+    ident = {n: _mean([r['identity'][n] for r in rows]) for n in fkes}
     return {'images': len(rows), 'threshold': threshold, 'fke': per_fke, 'all_fkes': _mean(list(per_fke.values())),
-            'division': _mean(list(div.values())), 'division_per_fke': div, 'rows': rows}
+            'division': _mean(list(div.values())), 'division_per_fke': div,
+            'identity': _mean(list(ident.values())), 'identity_per_fke': ident, 'rows': rows}
 
 
 def _crop(x: Tensor, res: Any) -> Tensor:
@@ -179,10 +192,11 @@ def agreement_table(trained: dict[str, Any], untrained: dict[str, Any]) -> str:
     """Plain-text table of :func:`kernel_agreement` results: untrained baseline, the model, the division ceiling."""
     lines = [f"kernel agreement over {trained['images']} images (|OTF| < {trained['threshold']}; definitions: "
              'fke_basicsr/kernel_metrics.py)',
-             f"  {'FKE':<14}{'score':<11}{'untrained':>10}{'this model':>12}{'ceiling':>10}"]
-    scopes = [('mean of FKEs', trained['all_fkes'], untrained['all_fkes'], trained['division'])]
-    scopes += [(n, trained['fke'][n], untrained['fke'][n], trained['division_per_fke'][n]) for n in trained['fke']]
-    for name, t, u, d in scopes:
+             f"  {'FKE':<14}{'score':<11}{'untrained':>10}{'this model':>12}{'identity':>10}{'ceiling':>10}"]
+    scopes = [('mean of FKEs', trained['all_fkes'], untrained['all_fkes'], trained['identity'], trained['division'])]
+    scopes += [(n, trained['fke'][n], untrained['fke'][n], trained['identity_per_fke'][n],
+                trained['division_per_fke'][n]) for n in trained['fke']]
+    for name, t, u, i, d in scopes:
         for k in METRIC_KEYS:
-            lines.append(f'  {name:<14}{k:<11}{u[k]:>10.3f}{t[k]:>12.3f}{d[k]:>10.3f}')
+            lines.append(f'  {name:<14}{k:<11}{u[k]:>10.3f}{t[k]:>12.3f}{i[k]:>10.3f}{d[k]:>10.3f}')
     return '\n'.join(lines)

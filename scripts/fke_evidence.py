@@ -255,6 +255,24 @@ def summarise(results: dict) -> dict[str, Any]:
     return out
 
 
+def identity_reference(data: str, fkes: list[str], limit: int | None) -> dict[str, dict[str, float]]:
+    """The identity filter's scores (kernel_metrics.identity_scores) on the validation kernels, per FKE (full
+    resolution for fke_max*, half for fke_mid*) and their mean ('all_fkes'): what a pass-through FKE scores."""
+    import cv2
+
+    from fke_basicsr.kernel_metrics import identity_scores
+    val = osp.join(data, 'val')
+    stems = sorted(osp.splitext(osp.basename(p))[0] for p in glob.glob(osp.join(val, 'kernels', '*.npy')))[:limit]
+    h, w = cv2.imread(osp.join(val, 'blur', f'{stems[0]}.png')).shape[:2]
+    out = {}
+    for name in fkes:
+        size = (h // 2, w // 2) if 'mid' in name else (h, w)
+        rows = [identity_scores(np.load(osp.join(val, 'kernels', f'{s}.npy')), size, h) for s in stems]
+        out[name] = {k: float(np.mean([r[k] for r in rows])) for k in KERNEL_KEYS}
+    out['all_fkes'] = {k: float(np.mean([out[n][k] for n in fkes])) for k in KERNEL_KEYS}
+    return out
+
+
 def markdown(results: dict, summary: dict) -> str:
     cfg = results['config']
     n = len(summary['seeds'])
@@ -272,16 +290,17 @@ def markdown(results: dict, summary: dict) -> str:
     lines += ['', f"Blurry input: {fmt(summary['psnr_in'])} dB. Paired difference FKE on − off: equal iterations "
               f"**{fmt(summary['diff_iters'])} dB**, equal {cfg['clock']} **{fmt(summary['diff_time'])} dB**.", '',
               f"Kernel scores of the FKE network on the {cfg['val_images']} validation images (threshold |OTF| < "
-              f"{cfg['threshold']}): untrained network (baseline), after training, regularised division "
-              'F⁻¹(F(B)/F(S)) (ceiling).', '',
-              '| FKE | score | untrained (baseline) | trained | ceiling | trained − baseline | 3 × std(trained) |',
-              '|---|---|---|---|---|---|---|']
+              f"{cfg['threshold']}): untrained network (baseline), after training, the identity filter (a "
+              'pass-through FKE, K = 1), regularised division F⁻¹(F(B)/F(S)) (ceiling).', '',
+              '| FKE | score | untrained (baseline) | trained | identity filter | ceiling | trained − baseline | '
+              '3 × std(trained) |', '|---|---|---|---|---|---|---|---|']
     for scope, scores in summary['kernel'].items():
         for k, v in scores.items():
             diff = [t - b for t, b in zip(v['trained'], v['baseline'])]
             _, sd = mean_std(v['trained'])
             lines.append(f"| {'mean of FKEs' if scope == 'all_fkes' else scope} | {k} | {fmt(v['baseline'], 3)} | "
-                         f"{fmt(v['trained'], 3)} | {v['ceiling']:.3f} | {fmt(diff, 3)} | {3 * sd:.3f} |")
+                         f"{fmt(v['trained'], 3)} | {v['identity']:.3f} | {v['ceiling']:.3f} | {fmt(diff, 3)} | "
+                         f"{3 * sd:.3f} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -363,6 +382,10 @@ def figure(results: dict, summary: dict, out_png: str, data: str, images: int = 
 
 def report(results: dict, out: str, data: str) -> str:
     summary = summarise(results)
+    ident = identity_reference(data, [s for s in summary['kernel'] if s != 'all_fkes'], results['config']['val_limit'])
+    for scope, scores in summary['kernel'].items():
+        for k, v in scores.items():
+            v['identity'] = ident[scope][k]
     md = markdown(results, summary)
     atomic_write(osp.join(out, 'fke_evidence.md'), md)
     atomic_write(osp.join(out, 'summary.json'), json.dumps(summary, indent=1))

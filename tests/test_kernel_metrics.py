@@ -130,8 +130,19 @@ def test_visualize_kernels_prints_the_agreement_with_baseline_and_ceiling(tmp_pa
     assert vk.main(['--arch', 'DeepRFTv2', '--variant', 'S', *sets, '-o', str(tmp_path / 'o'), '--demo-root',
                     str(val), '--threads', '1']) == 0
     text = capsys.readouterr().out
-    assert 'untrained' in text and 'ceiling' in text and 'otf_phase' in text
+    assert 'untrained' in text and 'ceiling' in text and 'identity' in text and 'otf_phase' in text
     import json
     agree = json.loads((tmp_path / 'o' / 'kernel_agreement.json').read_text())
     assert agree['model']['division'] == agree['untrained']['division']   # the ceiling depends on the data only
     assert set(agree['model']['fke']) == {'fke_max.0', 'fke_mid.0'}
+
+
+def test_identity_filter_scores_hand_checked():
+    k = _line(5, 7)
+    otf = km.kernel_otf(k, (16, 16))
+    mask = km.attenuated_mask(otf, 0.9)
+    t = otf[mask]
+    s = km.identity_scores(k, (16, 16), 16)
+    assert s['otf_phase'] == pytest.approx(float(t.conj().sum().abs() / t.abs().sum()), abs=1e-12)
+    assert s['otf_mag'] == 0 and s['cka_r0'] == 0 == s['cka_rL']
+    assert km.otf_agreement(otf, otf)['otf_phase'] > s['otf_phase']   # the true OTF beats a pass-through
