@@ -77,7 +77,7 @@ TABLE6: tuple[AblationRow, ...] = (
                 'width 56. The +1.49 G over row 1 is exactly those convs (36.43 vs 36.42)',
                 _net('DeepRFTv2Ablation', **_ONE, **_MIMO, width=56, fke=False), 32.95, 36.42),
     AblationRow(6, 3, 'DMS-UNet_NAF',
-                'DMS-UNet (Fig. 3 d) with NAFBlocks, no FKE, 1 DMS-UNet, width 48 (stated in §5.1; 33.42 vs 33.40)',
+                'DMS-UNet (Fig. 3 d) with NAFBlocks, no FKE, 1 DMS-UNet, width 48 (stated in paper §5.1; 33.42 vs 33.40)',
                 _net(**_ONE, **_DMS, fke=False), 33.32, 33.40),
     AblationRow(6, 4, 'OneScaleUNet_NAF',
                 'One-Scale UNet, NAF, no FKE, width 48: the baseline of the block study (rows 4-9) and of Table 7',
@@ -101,13 +101,13 @@ TABLE6: tuple[AblationRow, ...] = (
                 'row 3 + FKE (EVSS) at both scales: one column of DeepRFTv2-S (37.29 vs 37.18)',
                 _net(**_ONE, **_DMS), 33.62, 37.18),
     AblationRow(6, 11, 'DMS-UNet_NAF_num2',
-                'two DMS-UNets (columns), NAF, no FKE (the model "without FKE" of §5.2; 67.23 vs 67.19)',
+                'two DMS-UNets (columns), NAF, no FKE (the model "without FKE" of paper §5.2; 67.23 vs 67.19)',
                 _net(**_DMS, num_columns=2, fke=False), 33.66, 67.19),
     AblationRow(6, 12, 'DMS-UNet_NAFEVS_FKE-VS',
                 'one column of DeepRFTv2-B: NAF + VS (= NAFEVSBlock at max-scale levels 2-3), FKE EVSS '
                 '(59.77 vs 59.67)', _net(variant='B', **_ONE), 33.84, 59.67),
     AblationRow(6, 13, 'DMS-UNet_NAFx2_FKE-VSx2',
-                '"single large UNet" (§5.1): row 10 with every block count doubled, UNet [2,8,16]/[16,8,2] and FKE '
+                '"single large UNet" (paper §5.1): row 10 with every block count doubled, UNet [2,8,16]/[16,8,2] and FKE '
                 '8 levels (70.38 vs 70.26; doubling only the UNet gives 67.85, -3.4 %)',
                 _net(**_ONE, **_DMS, **_X2, fke_levels=8), 33.90, 70.26),
     AblationRow(6, 14, 'DMS-UNet_NAF_FKE-VS_num2',
@@ -163,7 +163,7 @@ TABLE7: tuple[AblationRow, ...] = (
                 'value on the line holding the ⊕ cell', _net('DeepRFTv2Ablation', **_T7_BASE, fke_combine='add'),
                 32.90, note='PSNR assignment read from the garbled table (uncertain)'),
     AblationRow(7, 8, 'Fourier_Act_d1',
-                'the proposed FKE (Fourier, ReLU, input d1) on the One-Scale UNet: Table 6 row 5 ("8th row", §5.2)',
+                'the proposed FKE (Fourier, ReLU, input d1) on the One-Scale UNet: Table 6 row 5 ("8th row", paper §5.2)',
                 _net(**_T7_BASE), 33.06, same_as='T6-05'),
     AblationRow(7, 9, 'DeepRFTv2-S_noSkip',
                 'DeepRFTv2-S without the FKE skip: the second column\'s sub-ResNet no longer fuses the first '

@@ -47,7 +47,7 @@ PROTOCOLS = {
                 'RealBlur-{R,J} test 980 pairs each (official test lists)',
                 'zero-pad bottom/right to 776×680, whole frame (no tiling), crop back; clamp, uint8',
                 'aligned: gain + ECC homography, masked PSNR / masked Gaussian SSIM (5-px crop); '
-                'not aligned: P-RGB-u8 PSNR, S-3D SSIM (spec §4.4, unverified)'),
+                'not aligned: P-RGB-u8 PSNR, S-3D SSIM (not verified against the original evaluation code)'),
     3: Protocol(3, 'REDS-val-300 (NTIRE 2021 track 2, JPEG artifacts)',
                 'frames ...9 of the 30 val clips (300 pairs), blur_jpeg inputs, sharp PNG targets',
                 'model-internal tiling 512 / overlap 128; clamp, uint8', 'as Table 1 (P-RGB-u8, S-3D)'),
