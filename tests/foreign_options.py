@@ -12,10 +12,16 @@ def _per_col(row, n=2):
 
 
 def authors_deeprft_net(blocks: str = 'B', sub_image=True, size=512, overlap=48, train_size=512,
-                        dims=48, enc=(1, 4, 8), dec=(8, 4, 1), save_enc=(False, True, True, True)) -> dict:
-    """Their DeepRFTv2 network_g (83 keys): 'B' = NAFEVSBlocks in the max scale, 'S' = naf only, 'localnaf'."""
+                        dims=48, enc=(1, 4, 8), dec=(8, 4, 1), save_enc=(False, True, True, True),
+                        patch_size=None) -> dict:
+    """Their DeepRFTv2 network_g (83 keys): 'B' = NAFEVSBlocks in the max scale, 'S' = naf only, 'localnaf';
+    'localB' = the -B layout with TLC-pooled kinds (localnaf, LocalNAFEVSBlock_patch; their REDS file).
+    ``patch_size`` (the scan window) defaults to ``train_size``."""
     if blocks == 'B':
         max_enc, max_dec, mid = ['naf', 'NAFEVSBlock', 'NAFEVSBlock'], ['NAFEVSBlock', 'NAFEVSBlock', 'naf'], NAF_ROWS
+    elif blocks == 'localB':
+        evs = 'LocalNAFEVSBlock_patch'
+        max_enc, max_dec, mid = ['localnaf', evs, evs], [evs, evs, 'localnaf'], ['localnaf'] * 3
     elif blocks == 'S':
         max_enc, max_dec, mid = NAF_ROWS, NAF_ROWS, NAF_ROWS
     else:
@@ -51,7 +57,7 @@ def authors_deeprft_net(blocks: str = 'B', sub_image=True, size=512, overlap=48,
         'save_memory_global_decoder': list(save_enc), 'save_memory_local_encoder': [False, False, True, True],
         'save_memory_local_decoder': [False, False, True, True], 'save_memory_ker': [True] * 4,
         'save_memory_local_ker': [False, False, True, True], 'kernel_size': 65,
-        'train_size': [train_size, train_size], 'patch_size': [train_size, train_size], 'frozen_global': False,
+        'train_size': [train_size, train_size], 'patch_size': [patch_size or train_size] * 2, 'frozen_global': False,
         'frozen_kernel': False, 'multiscale_enc': False,
     }
 
@@ -94,6 +100,36 @@ def authors_deblur_train(gt='/data/GoPro/train/sharp', lq='/data/GoPro/train/blu
     }
 
 
+def authors_reds_train(**kw) -> dict:
+    """Their train-REDS layout: TLC-pooled -B kinds, TLC size 256 with a 512 scan window, and one stage whose
+    per-GPU batch (1) is below the loader's batch_size_per_gpu (2)."""
+    net = authors_deeprft_net('localB', overlap=128, train_size=256, patch_size=512)
+    args = dict(net=net, batches=(1,), iters=(600000,), gt_size=512, gt_sizes=(512,), total_iter=600000,
+                name='REDS-DeepRFTv2-B-512', gt='/data/REDS/train/sharp', lq='/data/REDS/train/blur',
+                vgt='/data/REDS/test/sharp', vlq='/data/REDS/test/blur')
+    args.update(kw)
+    opt = authors_deblur_train(**args)
+    opt['datasets']['train']['batch_size_per_gpu'] = 2
+    return opt
+
+
+def authors_realblur_train(which='J', **kw) -> dict:
+    """Their train-RealBlur-J / -R layout: frames padded to 776 x 680, whole-frame validation, FKE window 1512.
+    The R file also has flat small-scale counts, an empty prior_model and every column memory-saving."""
+    net = authors_deeprft_net('B', sub_image=False, size=1512, overlap=80, train_size=820)
+    if which == 'R':
+        net.update(enc_small_layers=[1, 4, 8], dec_small_layers=[8, 4, 1],
+                   baseblock_dec_ker=['LocalNAFEVSBlock_patch'] * 4, save_memory_global_encoder=[True] * 4,
+                   save_memory_local_encoder=[True] * 4, save_memory_local_decoder=[True] * 4)
+    root = f'/data/RealBlur/RealBlur_{which}'
+    args = dict(net=net, iters=(50000, 100000), gt_size=[776, 680], gt_sizes=(512, [776, 680]), total_iter=150000,
+                val_crop=[776, 680], save_path=f'/vis/RealBlur_{which}', gt=f'{root}/train/sharp',
+                lq=f'{root}/train/blur', vgt=f'{root}/test/sharp', vlq=f'{root}/test/blur',
+                name=f'RealBlur_{which}-DeepRFTv2')
+    args.update(kw)
+    return authors_deblur_train(**args)
+
+
 def authors_gopro_test(blocks='B') -> dict:
     """Their GoPro test file: network_g only (their val_gopro.py script supplies data and weights)."""
     net = authors_deeprft_net(blocks, overlap=128, save_enc=(True,) * 4)
@@ -123,8 +159,9 @@ def authors_atd_net(scale: int, **over) -> dict:
 
 
 def authors_atd_train(scale=2, finetune=False, gt='/data/DF2K/HR', lq='/data/DF2K/LR', vgt='/data/Set14/HR',
-                      vlq='/data/Set14/LR', net=None, batch=None, lr_patch=64, total_iter=None) -> dict:
-    """Their 101_ATD_light_SRx2_scratch / 10x_..._finetune layout (gt_size = the LR patch there)."""
+                      vlq='/data/Set14/LR', net=None, batch=None, lr_patch=64, total_iter=None,
+                      num_gpu=None) -> dict:
+    """Their 101_ATD_light_SRx2_scratch / 10x_..._finetune / _scratch layout (gt_size = the LR patch there)."""
     batch = batch or (8 if finetune else 4)
     total = total_iter or (250000 if finetune else 500000)
     train_ds = {'task': 'SR', 'name': 'DF2K', 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
@@ -134,7 +171,8 @@ def authors_atd_train(scale=2, finetune=False, gt='/data/DF2K/HR', lq='/data/DF2
                 'dataset_enlarge_ratio': 1, 'prefetch_mode': None}
     return {
         'name': f'10{scale - 1}_ATD_light-FKE_SRx{scale}_{"finetune" if finetune else "scratch"}',
-        'model_type': 'ImageCleanModel', 'scale': scale, 'num_gpu': 4 if finetune else 8, 'manual_seed': 0,
+        'model_type': 'ImageCleanModel', 'scale': scale, 'num_gpu': num_gpu or (4 if finetune else 8),
+        'manual_seed': 0,
         'datasets': {'train': train_ds,
                      'val': {'name': 'Set14', 'type': 'PairedImageDataset', 'dataroot_gt': vgt, 'dataroot_lq': vlq,
                              'filename_tmpl': f'{{}}x{scale}', 'crop_size': -1, 'crop_sizes': [-1],
@@ -159,8 +197,9 @@ def authors_atd_train(scale=2, finetune=False, gt='/data/DF2K/HR', lq='/data/DF2
 
 
 def authors_atd_test(scale=2, gt='/data/Set5/HR', lq='/data/Set5/LR', weights='/ckpts/ATD-SR/x2.pth', net=None,
-                     num_gpu=1) -> dict:
-    """Their SR/Options/test/test_ATD_lightSR_x2 layout."""
+                     num_gpu=1, benchmarks=('Set5',)) -> dict:
+    """Their SR/Options/test/test_ATD_lightSR_x* layout; ``benchmarks``: one set each, the first as `val`
+    and then test_2, test_3, ... (Manga109 with its _LRBI_ file names), as in their x3/x4 files."""
     net = net or authors_atd_net(scale, use_checkpoint=True, sub_image=False, get_ker=True)
     net.pop('FKE_last', None)
     net.pop('last_ker_layers', None)
@@ -168,9 +207,11 @@ def authors_atd_test(scale=2, gt='/data/Set5/HR', lq='/data/Set5/LR', weights='/
     return {
         'name': f'test_ATD_lightSR_x{scale}', 'model_type': 'ImageCleanModel_infernece', 'scale': scale,
         'num_gpu': num_gpu, 'manual_seed': 0,
-        'datasets': {'val': {'name': 'Set5', 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
-                             'filename_tmpl': f'{{}}x{scale}', 'crop_size': -1, 'crop_sizes': [-1],
-                             'io_backend': {'type': 'disk'}}},
+        'datasets': {('val' if i == 0 else f'test_{i + 1}'): {
+            'name': bench, 'type': 'PairedImageDataset', 'dataroot_gt': gt.replace('Set5', bench),
+            'dataroot_lq': lq.replace('Set5', bench),
+            'filename_tmpl': f'{{}}_LRBI_x{scale}' if bench == 'Manga109' else f'{{}}x{scale}', 'crop_size': -1,
+            'crop_sizes': [-1], 'io_backend': {'type': 'disk'}} for i, bench in enumerate(benchmarks)},
         'network_g': net,
         'path': {'pretrain_network_g': weights, 'strict_load_g': True, 'param_key': 'params_ema'},
         'val': {'save_img': False, 'suffix': None, 'save_path': '/results/ATD-FKE/Lightx2',

@@ -110,6 +110,44 @@ def test_realblur_frames_pad_and_crop_as_theirs():
     DeblurModel.check_options({**out, 'is_train': True, 'world_size': 8})
 
 
+def test_reds_file_builds_b_with_tlc_kinds_and_one_per_gpu_stage():
+    opt = fo.authors_reds_train()
+    assert detect(opt) == AUTHORS_DEBLUR
+    out, rep = convert(opt, is_train=True, world_size=8, source='train-REDS.yml')
+    _all_covered(opt, rep)
+    net_opt = out['network_g']
+    assert net_opt['variant'] == 'B' and net_opt['mid_block_types'] == 'localnaf'
+    assert net_opt['max_enc_block_types'] == ['localnaf', 'LocalNAFEVSBlock_patch', 'LocalNAFEVSBlock_patch']
+    assert net_opt['train_size'] == [256, 256] and net_opt['scan_window'] == [512, 512]
+    # mini_batch_sizes [1] (per GPU) wins over the loader's batch_size_per_gpu 2, as in their training loop
+    assert out['train']['progressive'] == [{'iters': 600000, 'gt_size': 512, 'batch': 8}]
+    assert out['val']['tile'] == {'size': 512, 'overlap': 128}
+    from fke_basicsr.models.deblur_model import DeblurModel
+    DeblurModel.check_options({**out, 'is_train': True, 'world_size': 8})
+    net = _build(net_opt)
+    assert _count(net) == 30_117_560  # TLC pooling and the windowed scan add no parameters
+    assert _layout(net) == _layout(DeepRFTv2(variant='B'))
+
+
+def test_realblur_r_file_matches_realblur_j():
+    outs = {}
+    for which in ('J', 'R'):
+        opt = fo.authors_realblur_train(which)
+        out, rep = convert(opt, is_train=True, world_size=8, source=f'train-RealBlur-{which}.yml')
+        _all_covered(opt, rep)
+        outs[which] = out
+    r, j = outs['R'], outs['J']
+    assert r['network_g']['save_memory_encoder'] == [True, True]
+    assert j['network_g']['save_memory_encoder'] == [False, True]
+    for part in ('train', 'val'):
+        assert r[part] == j[part]
+    assert r['datasets']['train']['type'] == 'PairedPadCropDataset'
+    assert r['datasets']['train']['dataroot_gt'] == '/data/RealBlur/RealBlur_R/train/sharp'
+    net = _build(r['network_g'])
+    assert _count(net) == 30_117_560
+    assert _layout(net) == _layout(DeepRFTv2(variant='B'))
+
+
 @pytest.mark.parametrize('source, bench', [('Motion_Deblurring/Options/GoPro-DeepRFTv2-test.yml', 'GoPro'),
                                            ('Motion_Deblurring/Options/RealBlur-DeepRFTv2-test.yml', 'RealBlur_J'),
                                            ('Defocus/Options/DeepRFTv2-test.yml', 'DPDD')])
@@ -156,6 +194,50 @@ def test_atd_test_file():
     assert 'save_path' not in out['val'] and 'train' not in out
     assert 'tile' not in out['val']  # sub_image: false = whole images
     assert _count(_build(out['network_g'])) == 1_163_108
+
+
+@pytest.mark.parametrize('finetune, last_ker', [(False, True), (True, False)])
+def test_atd_x3_files_on_four_gpus(finetune, last_ker):
+    """Their 102_* files: x3 from scratch or fine-tuned, 4 GPUs x 8 (last_ker_layers only in the scratch one)."""
+    opt = fo.authors_atd_train(3, finetune, batch=8, num_gpu=4)
+    if not last_ker:
+        del opt['network_g']['last_ker_layers']
+    out, rep = convert(opt, is_train=True)
+    _all_covered(opt, rep)
+    assert out['num_gpu'] == 4 and out['datasets']['train']['batch_size_per_gpu'] == 8
+    assert out['datasets']['train']['gt_size'] == 192 and 'progressive' not in out['train']
+    assert out['path']['strict_load_g'] is (not finetune)
+    assert _count(_build(out['network_g'])) == 1_169_603
+
+
+@pytest.mark.parametrize('scale, expected', [(3, 1_169_603), (4, 1_178_696)])
+def test_atd_test_files_with_five_benchmarks(scale, expected):
+    benches = ('Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109')
+    net = fo.authors_atd_net(scale, use_checkpoint=True)
+    opt = fo.authors_atd_test(scale, net=net, benchmarks=benches)
+    out, rep = convert(opt, is_train=False)
+    _all_covered(opt, rep)
+    assert list(out['datasets']) == ['val', 'test_2', 'test_3', 'test_4', 'test_5']
+    assert [d['name'] for d in out['datasets'].values()] == list(benches)
+    assert out['datasets']['test_5']['filename_tmpl'] == f'{{}}_LRBI_x{scale}'
+    assert out['val']['tile'] == {'size': 64, 'overlap': 16}  # their x3/x4 test files tile the LR input
+    assert out['network_g']['upscale'] == scale and out['network_g']['fke_window'] == {'size': 64, 'overlap': 16}
+    assert _count(_build(out['network_g'])) == expected
+
+
+def test_full_size_atd_test_file_is_refused():
+    """Their test_ATD_SR_x2: full-size ATD with the FKE after the last convolution only."""
+    net = fo.authors_atd_net(2, upsampler='pixelshuffle', embed_dim=210, depths=[6] * 6, num_heads=[6] * 6,
+                             category_size=256, num_tokens=128, reducted_dim=20, convffn_kernel_size=5, mlp_ratio=2)
+    opt = fo.authors_atd_test(2, net=net)
+    opt['network_g'].update(FKE=False, FKE_last=True, last_ker_layers=[2] * 4)
+    with pytest.raises(ConversionError, match='full-size ATD') as err:
+        convert(opt, is_train=False)
+    assert '\n' not in str(err.value)
+    light = fo.authors_atd_test(2)
+    light['network_g'].update(FKE_last=True)
+    with pytest.raises(ConversionError, match='FKE_last'):
+        convert(light, is_train=False)
 
 
 def test_atd_own_files_pass_and_v2_is_refused():
