@@ -203,6 +203,24 @@ def _pair_or_int(src: str, key: str, value: Any) -> int:
     raise _refuse(src, key, value, 'is not square', 'val.tile takes one size; use [n, n].')
 
 
+def _tile_protocol(net: Mapping, rep: Report, size: Any, overlap: Any, tiled_by_default: bool,
+                   note: str = '') -> dict:
+    """Their network's ``sub_image`` switch -> our ``val.tile`` (tiles of size/overlap, or null = whole images)."""
+    if net.get('sub_image', tiled_by_default):
+        rep.add('network_g.sub_image', 'mapped', f'-> val.tile: {{size: {size}, overlap: {overlap}}}{note}')
+        return {'tile': {'size': size, 'overlap': overlap}}
+    rep.add('network_g.sub_image', 'mapped', '-> val.tile: null (whole images)')
+    return {'tile': None}
+
+
+def _refuse_unknown(net: Mapping, rep: Report, src: str, arch: str) -> None:
+    """Refuse the first network key the report has no entry for (a key of theirs we do not know)."""
+    unknown = [k for k in net if not any(e[0] == f'network_g.{k}' for e in rep.entries)]
+    if unknown:
+        raise _refuse(src, f'network_g.{unknown[0]}', net[unknown[0]], f"is not an option of the authors' {arch} "
+                      'we know', 'Remove it or check its spelling.')
+
+
 def convert_deeprft_network(net: Mapping, rep: Report, src: str) -> tuple[dict, dict]:
     """The authors' 83 DeepRFTv2 keys -> (our network_g, the val.tile protocol options)."""
     from fke_basicsr.archs.deeprftv2_arch import VARIANTS
@@ -317,22 +335,13 @@ def convert_deeprft_network(net: Mapping, rep: Report, src: str) -> tuple[dict, 
     # Test-time protocol: their sub_image tiling -> val.tile; the FKEs' own windows stay in the network.
     size = _pair_or_int(src, 'network_g.sub_image_size', net.get('sub_image_size', 512))
     overlap = _pair_or_int(src, 'network_g.overlap_size', net.get('overlap_size', 128))
-    val: dict[str, Any] = {}
-    if net.get('sub_image', False):
-        val['tile'] = {'size': size, 'overlap': overlap}
-        rep.add('network_g.sub_image', 'mapped', f'-> val.tile: {{size: {size}, overlap: {overlap}}}')
-    else:
-        val['tile'] = None
-        rep.add('network_g.sub_image', 'mapped', '-> val.tile: null (whole images)')
+    val = _tile_protocol(net, rep, size, overlap, tiled_by_default=False)
     ours['fke_window'] = {'size': size, 'overlap': overlap}
     for key in ('sub_image_size', 'overlap_size'):
         if key in net:
             rep.add(f'network_g.{key}', 'mapped', f'-> val.tile and fke_window: {{size: {size}, overlap: '
                     f'{overlap}}} (the authors\' FKEs work in windows of that size on larger maps)')
-    unknown = [k for k in net if not any(e[0] == f'network_g.{k}' for e in rep.entries)]
-    if unknown:
-        raise _refuse(src, f'network_g.{unknown[0]}', net[unknown[0]], 'is not an option of the authors\' '
-                      'DeepRFTv2 we know', 'Remove it or check its spelling.')
+    _refuse_unknown(net, rep, src, 'DeepRFTv2')
     return ours, val
 
 
@@ -361,22 +370,13 @@ def convert_atd_network(net: Mapping, rep: Report, src: str) -> tuple[dict, dict
             f'-> fke: {fke}' + ('' if 'FKE' in net else ' (their constructor\'s default)'))
     size = int(net.get('ker_size', 64))
     overlap = _pair_or_int(src, 'network_g.overlap_size', net.get('overlap_size', 16))
-    val: dict[str, Any] = {}
-    if net.get('sub_image', True):
-        val['tile'] = {'size': size, 'overlap': overlap}
-        rep.add('network_g.sub_image', 'mapped', f'-> val.tile: {{size: {size}, overlap: {overlap}}} (LR tiles)')
-    else:
-        val['tile'] = None
-        rep.add('network_g.sub_image', 'mapped', '-> val.tile: null (whole images)')
+    val = _tile_protocol(net, rep, size, overlap, tiled_by_default=True, note=' (LR tiles)')
     if fke:
         ours['fke_window'] = {'size': size, 'overlap': overlap}
     for key in ('ker_size', 'overlap_size'):
         if key in net:
             rep.add(f'network_g.{key}', 'mapped', f'-> val.tile and fke_window: {{size: {size}, overlap: {overlap}}}')
-    unknown = [k for k in net if not any(e[0] == f'network_g.{k}' for e in rep.entries)]
-    if unknown:
-        raise _refuse(src, f'network_g.{unknown[0]}', net[unknown[0]], 'is not an option of the authors\' ATD '
-                      'we know', 'Remove it or check its spelling.')
+    _refuse_unknown(net, rep, src, 'ATD')
     return ours, val
 
 
