@@ -69,3 +69,14 @@ def _grad_mode_is_restored():
     enabled = torch.is_grad_enabled()
     torch.set_grad_enabled(True)
     assert enabled, 'autograd was left disabled (torch.set_grad_enabled(False) without restore)'
+
+
+@pytest.fixture
+def names():
+    """Run names a test appends to; their experiments/, results/ and tb_logger/ folders are removed afterwards."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        for top in ('experiments', 'results', 'tb_logger'):
+            for path in (REPO / top).glob(name + '*'):
+                shutil.rmtree(path, ignore_errors=True)

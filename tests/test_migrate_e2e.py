@@ -4,7 +4,6 @@ written beside the run, the progressive schedule applied, validation run."""
 import glob
 import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 
@@ -42,15 +41,6 @@ def data(tmp_path_factory):
                                                                      interpolation=cv2.INTER_AREA))
     return root
 
-
-@pytest.fixture
-def names():
-    made = []
-    yield made
-    for name in made:
-        for top in ('experiments', 'results', 'tb_logger'):
-            for path in glob.glob(osp.join(ROOT, top, name + '*')):
-                shutil.rmtree(path, ignore_errors=True)
 
 
 def run(script, yml):

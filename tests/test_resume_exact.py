@@ -7,7 +7,6 @@ import glob
 import os
 import os.path as osp
 import re
-import shutil
 import subprocess
 import sys
 
@@ -35,15 +34,6 @@ def data(tmp_path_factory):
         cv2.imwrite(str(root / 'blur' / f'{i:03d}.png'), cv2.blur(sharp, (5, 1)))
     return root
 
-
-@pytest.fixture
-def names():
-    made = []
-    yield made
-    for name in made:
-        for path in glob.glob(osp.join(ROOT, 'experiments', name + '*')) + \
-                glob.glob(osp.join(ROOT, 'tb_logger', name + '*')):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _yml(tmp_path, data, name, total_iter):

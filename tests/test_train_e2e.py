@@ -4,7 +4,6 @@ import glob
 import os
 import os.path as osp
 import re
-import shutil
 import subprocess
 import sys
 
@@ -36,15 +35,6 @@ def data(tmp_path_factory):
     _write_pairs(str(root / 'val'), 1, 36, 44, 1)  # not a multiple of 8: validation pads and crops back
     return root
 
-
-@pytest.fixture
-def names():
-    made = []
-    yield made
-    for name in made:
-        for path in glob.glob(osp.join(ROOT, 'experiments', name + '*')) + glob.glob(osp.join(ROOT, 'tb_logger',
-                                                                                             name + '*')):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def make_yml(tmp_path, data, name, total_iter=4, progressive=None, t_max=None, batch=2, save_freq=2, **train_over):
